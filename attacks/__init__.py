@@ -1,0 +1,1 @@
+"""Built-in attack plugins, one module each; listed in ``registry.toml``."""

@@ -1,0 +1,179 @@
+"""The ``bdbench`` command: run, leaderboard, list, validate, new-defense."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import BdbenchError
+
+log = logging.getLogger("benchmark")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="quick", help="a suite of registry.toml (default: quick)")
+    p.add_argument("--dataset", nargs="+", help="override the suite's data sets")
+    p.add_argument("--victim", nargs="+", help="victim names, folders or hub ids")
+    p.add_argument("--attack", nargs="+", help="override the suite's attacks")
+    p.add_argument("--defense", nargs="+", help="override the suite's defenses")
+    p.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
+    p.add_argument("--data-dir", help="folder of data sets (default: $BDBENCH_DATA)")
+    p.add_argument("--out", default="runs/latest", help="output folder for records and leaderboard")
+    p.add_argument("--store", help="artifact store folder (default: OUT/../store)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
+                   help="override a plugin parameter (repeatable)")
+    p.add_argument("--train-limit", type=int, help="seeded, label-balanced training subset")
+    p.add_argument("--test-limit", type=int, help="seeded, label-balanced test subset")
+    p.add_argument("--max-length", type=int, help="truncation length in word-pieces")
+    p.add_argument("--clean-fraction", type=float, help="defender's clean share of the training set")
+    p.add_argument("--epochs", type=int, help="victim training epochs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading pickle checkpoints (unsafe)")
+    p.add_argument("--executor", default="local", help="where cells run (local)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bdbench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a suite (default: quick) and write records and the leaderboard")
+    _add_run_args(run)
+    val = sub.add_parser("validate", help="check a run's names, parameters and data without training")
+    _add_run_args(val)
+    board = sub.add_parser("leaderboard", help="render DIR/records.jsonl into tables and plots")
+    board.add_argument("dir")
+    board.add_argument("--latex", action="store_true", help="also write leaderboard.tex")
+    sub.add_parser("list", help="list plugins, data sets and suites")
+    new = sub.add_parser("new-defense", help="scaffold a third-party defense plugin package")
+    new.add_argument("name")
+    new.add_argument("--dir", default=".", help="where to create the package folder")
+    return parser
+
+
+def _suite_from_args(args):
+    from .config import budget_from, suite_from_toml
+    from .registry import read_registry_toml
+
+    suite = suite_from_toml(args.suite, read_registry_toml())
+    changes = {}
+    if args.dataset:
+        changes["datasets"] = tuple(args.dataset)
+    if args.victim:
+        changes["victims"] = tuple(args.victim)
+    if args.attack:
+        from .config import _plugin_specs
+
+        changes["attacks"] = _plugin_specs(args.attack, {}, "--attack")
+    if args.defense:
+        from .config import _plugin_specs
+
+        changes["defenses"] = _plugin_specs(args.defense, {}, "--defense")
+    if args.seeds:
+        changes["seeds"] = tuple(args.seeds)
+    budget_changes = {k: v for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit),
+                                       ("max_length", args.max_length), ("clean_fraction", args.clean_fraction))
+                      if v is not None}
+    if args.epochs is not None:
+        budget_changes["victim_training"] = {"epochs": args.epochs}
+    changes["budget"] = budget_from(budget_changes, suite.budget, "command line")
+    return dataclasses.replace(suite, **changes)
+
+
+def _harness_config(args, out: Path):
+    from .config import parse_set_options
+    from .runner import HarnessConfig
+
+    sets = parse_set_options(args.sets)
+    store = Path(args.store) if args.store else out.parent / "store"
+    return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
+                         precision=args.precision, allow_pickle=args.allow_pickle,
+                         overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
+
+
+def cmd_run(args) -> int:
+    from .leaderboard import render_leaderboard
+    from .runner import EXECUTORS, expand, run_cells
+
+    out = Path(args.out)
+    suite = _suite_from_args(args)
+    config = _harness_config(args, out)
+    if args.executor not in EXECUTORS:
+        raise BdbenchError(f"unknown executor {args.executor!r}; available: {', '.join(EXECUTORS)}")
+    cells = expand(suite)
+    log.info("suite %s: %d cells -> %s (store %s)", suite.name, len(cells), out, config.store_dir)
+    records = run_cells(cells, config, out, resume=args.resume, executor=EXECUTORS[args.executor]())
+    paths = render_leaderboard(out)
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"{len(records) - len(failed)} cells ok, {len(failed)} failed; records: {out / 'records.jsonl'}")
+    print(f"leaderboard: {paths['md']}")
+    print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    return 1 if failed else 0
+
+
+def cmd_validate(args) -> int:
+    from .runner import check_config, expand
+
+    suite = _suite_from_args(args)
+    cells = expand(suite)
+    check_config(cells, _harness_config(args, Path(args.out)))
+    print(f"ok: suite {suite.name}, {len(cells)} cells; every plugin, parameter and data set resolves")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import render_leaderboard
+
+    paths = render_leaderboard(Path(args.dir), latex=args.latex)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .listing import list_text
+
+    print(list_text())
+    return 0
+
+
+def cmd_new_defense(args) -> int:
+    from .scaffold import scaffold_defense
+
+    folder = scaffold_defense(args.name, Path(args.dir))
+    print(f"created {folder}; install it with: pip install -e {folder}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "leaderboard": cmd_leaderboard, "list": cmd_list,
+            "new-defense": cmd_new_defense}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose"):
+        argv = ["run", *argv]  # `bdbench` alone runs the quick suite
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*argv, "run"])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except BdbenchError as exc:
+        print(f"bdbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bdbench: interrupted; finished cells are in the records (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

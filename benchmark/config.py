@@ -1,0 +1,148 @@
+"""Suites and budgets: what a run covers and how much compute each phase may use.
+
+A suite (a ``[suites.NAME]`` table of ``registry.toml``) names data sets, victims, attacks,
+defenses and seeds, and a budget. Attack and defense entries are a plugin name or a table
+``{ name = "mbtsad", label = "mbtsad-no-split", set = { split_rate = 0.0 } }`` so that one
+plugin can appear in several configurations. Parameter values resolve in this order: the
+plugin's dataclass default, the suite's ``[suites.NAME.set]`` table, the entry's own ``set``,
+then ``--set plugin.param=value`` on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import UsageError, did_you_mean
+from .params import coerce
+from .training import TrainConfig
+from .victims import DEFAULT_VICTIM
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much data and training each phase gets."""
+
+    train_limit: int | None = None  # seeded, label-balanced subset of train (per seed)
+    test_limit: int | None = None  # seeded, label-balanced subset of test (the same for every seed)
+    dev_limit: int | None = None  # subset of dev for defenses' model selection
+    max_length: int = 128  # word-pieces, special tokens included
+    clean_fraction: float = 0.2  # defender's clean data: share of the (limited) training set
+    target_label: int = 1
+    victim_training: TrainConfig = TrainConfig(epochs=2, lr=2e-5, batch_size=32, warmup_ratio=0.1)
+    defense_training: TrainConfig = TrainConfig(epochs=3, lr=2e-5, batch_size=32, warmup_ratio=0.1,
+                                                weight_decay=0.01)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginSpec:
+    """One configured plugin in a suite: ``label`` is its row name on the leaderboard."""
+
+    name: str
+    label: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    datasets: tuple[str, ...]
+    victims: tuple[str, ...]
+    attacks: tuple[PluginSpec, ...]
+    defenses: tuple[PluginSpec, ...]
+    seeds: tuple[int, ...]
+    budget: Budget
+    description: str = ""
+
+
+def _train_config(raw: Mapping[str, Any], base: TrainConfig, where: str) -> TrainConfig:
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    hints = {"epochs": int, "lr": float, "batch_size": int, "warmup_ratio": float, "weight_decay": float,
+             "max_grad_norm": float, "group_by_length": bool}
+    changes = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise UsageError(f"{where}: unknown training field {key!r}." + did_you_mean(key, fields))
+        changes[key] = coerce(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(base, **changes)
+
+
+BUDGET_FIELDS = {"train_limit": int, "test_limit": int, "dev_limit": int, "max_length": int,
+                 "clean_fraction": float, "target_label": int}
+
+
+def budget_from(raw: Mapping[str, Any], base: Budget = Budget(), where: str = "budget") -> Budget:
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in BUDGET_FIELDS:
+            changes[key] = None if value is None else coerce(value, BUDGET_FIELDS[key], f"{where}.{key}")
+        elif key in ("victim_training", "defense_training"):
+            changes[key] = _train_config(value, getattr(base, key), f"{where}.{key}")
+    return dataclasses.replace(base, **changes)
+
+
+def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], where: str) -> tuple[PluginSpec, ...]:
+    specs = []
+    for item in raw:
+        if isinstance(item, str):
+            name, label, own = item, item, {}
+        elif isinstance(item, Mapping) and "name" in item:
+            name, label, own = item["name"], item.get("label", item["name"]), dict(item.get("set", {}))
+        else:
+            raise UsageError(f"{where}: entries are names or tables with a 'name', got {item!r}")
+        merged = {**common.get(name, {}), **own}
+        specs.append(PluginSpec(name, label, tuple(sorted(merged.items()))))
+    labels = [s.label for s in specs]
+    if len(labels) != len(set(labels)):
+        raise UsageError(f"{where}: labels must be unique, got {labels}")
+    return tuple(specs)
+
+
+SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seeds", "set",
+              "victim_training", "defense_training", *BUDGET_FIELDS}
+
+
+def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
+    suites = table.get("suites", {})
+    if name not in suites:
+        raise UsageError(f"unknown suite {name!r}." + did_you_mean(name, suites))
+    raw = suites[name]
+    where = f"registry.toml [suites.{name}]"
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(SUITE_KEYS)}")
+    common = raw.get("set", {})
+    return Suite(
+        name=name,
+        datasets=tuple(raw.get("datasets", ["demo"])),
+        victims=tuple(raw.get("victims", [DEFAULT_VICTIM])),
+        attacks=_plugin_specs(raw.get("attacks", ["badnets"]), common, f"{where}.attacks"),
+        defenses=_plugin_specs(raw.get("defenses", ["none"]), common, f"{where}.defenses"),
+        seeds=tuple(int(s) for s in raw.get("seeds", [0])),
+        budget=budget_from(raw, Budget(), where),
+        description=raw.get("description", ""),
+    )
+
+
+def parse_set_options(options: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["badnets.poison_rate=0.2"]`` → ``{"badnets": {"poison_rate": "0.2"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        plugin, dot, param = key.partition(".")
+        if not sep or not dot or not plugin or not param:
+            raise UsageError(f"--set {option!r}: expected plugin.param=value (e.g. badnets.poison_rate=0.2)")
+        out.setdefault(plugin.strip(), {})[param.strip()] = value.strip()
+    return out
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short content hash of a JSON-able object (key order does not matter)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

@@ -1,0 +1,125 @@
+"""Cost measurement per phase (an attack, a defense, an evaluation).
+
+``with measure.phase("defense", runtime) as cost:`` records wall seconds, process CPU seconds,
+peak host RSS of the phase (sampled every 10 ms), and on CUDA the device time between CUDA
+events and the peak allocated device memory (reset at the start of the phase). On a machine
+without CUDA the GPU fields are ``None`` (shown empty), never zero. The training loop and
+``predict`` report the samples and real tokens they process through :func:`count`, which adds
+to every phase that is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+import torch
+
+_OPEN: list[PhaseCost] = []
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclasses.dataclass
+class PhaseCost:
+    """What one phase cost. GPU fields are None without CUDA."""
+
+    phase: str
+    device: str = "cpu"
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    gpu_s: float | None = None
+    peak_gpu_mb: float | None = None
+    peak_rss_mb: float = 0.0
+    train_samples: int = 0
+    train_tokens: int = 0
+    eval_samples: int = 0
+    eval_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        for key in ("wall_s", "cpu_s", "gpu_s", "peak_gpu_mb", "peak_rss_mb"):
+            if out[key] is not None:
+                out[key] = round(out[key], 3)
+        return out
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * _PAGE / 2**20
+    except OSError:  # not Linux: the lifetime peak is the best available figure
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, interval: float = 0.01):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = current_rss_mb()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.peak = max(self.peak, current_rss_mb())
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        return max(self.peak, current_rss_mb())
+
+
+@contextlib.contextmanager
+def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
+    """Measure the enclosed block (see the module docstring)."""
+    device = torch.device(device)
+    cost = PhaseCost(name, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start_event.record()
+    sampler = _RssSampler()
+    sampler.start()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    _OPEN.append(cost)
+    try:
+        yield cost
+    finally:
+        _OPEN.remove(cost)
+        if use_cuda:
+            end_event.record()
+            torch.cuda.synchronize(device)
+            cost.gpu_s = start_event.elapsed_time(end_event) / 1000.0
+            cost.peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        cost.wall_s = time.perf_counter() - wall0
+        cost.cpu_s = time.process_time() - cpu0
+        cost.peak_rss_mb = sampler.stop()
+
+
+def count(samples: int, tokens: int, training: bool = True) -> None:
+    """Add processed samples and tokens to every open phase."""
+    for cost in _OPEN:
+        if training:
+            cost.train_samples += samples
+            cost.train_tokens += tokens
+        else:
+            cost.eval_samples += samples
+            cost.eval_tokens += tokens
+
+
+def progress(items: Iterable, desc: str) -> Iterable:
+    """A progress bar on interactive terminals (BDBENCH_PROGRESS=0 turns it off)."""
+    if os.environ.get("BDBENCH_PROGRESS", "1") == "0" or not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,328 @@
+"""The runner: expands a suite into cells, hands them to an executor, writes records.
+
+A cell (scenario × defense) is a pure function of its :class:`CellSpec`, the
+:class:`HarnessConfig` and the artifact store, so a local executor and a distributed one give
+the same records. :class:`LocalExecutor` runs cells in this process, in scenario order so that
+a prepared scenario (its backdoored model in memory) is reused by all its defenses. A Ray
+executor implements the same ``run`` method by submitting :func:`run_cell` as remote tasks
+against a store all workers can read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from . import measure
+from .config import Budget, PluginSpec, Suite, stable_hash
+from .data import Dataset, load_dataset
+from .errors import BdbenchError, UsageError
+from .metrics import der
+from .params import params_to_dict, resolve_params
+from .plugin import Attack, Defense, DefenseContext, DefenseOutput
+from .provenance import provenance
+from .records import append_record, finished_cells, sanitize
+from .registry import Registry, default_registry
+from .runtime import Runtime, resolve_runtime
+from .scenario import Scenario, dataset_fingerprint, evaluate, prepare_scenario
+from .store import ArtifactStore
+from .victims import clone_model, load_classifier, load_tokenizer, resolve_victim
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class HarnessConfig:
+    """Everything outside a cell that its result depends on (picklable, for remote workers)."""
+
+    store_dir: str
+    data_dir: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    allow_pickle: bool = False
+    overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin
+
+    def overrides_for(self, plugin: str) -> dict[str, str]:
+        return dict(dict(self.overrides).get(plugin, ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    dataset: str
+    victim: str
+    attack: PluginSpec
+    defense: PluginSpec
+    seed: int
+    budget: Budget
+
+    def scenario_tuple(self) -> tuple:
+        return (self.dataset, self.victim, self.attack, self.seed, self.budget)
+
+
+def expand(suite: Suite) -> list[CellSpec]:
+    """The suite's cells, grouped by scenario (datasets, victims, attacks, seeds, then defenses)."""
+    return [CellSpec(d, v, a, df, s, suite.budget)
+            for d in suite.datasets for v in suite.victims for a in suite.attacks for s in suite.seeds
+            for df in suite.defenses]
+
+
+def resolved_params(registry: Registry, kind: str, spec: PluginSpec, config: HarnessConfig):
+    cls = registry.get(kind, spec.name)
+    merged = {**dict(spec.overrides), **config.overrides_for(spec.name)}
+    return cls, resolve_params(spec.name, cls.Params, merged)
+
+
+def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> None:
+    """Fail before any compute on unknown names and bad parameter values. Plugins that fail
+    to import are left to fail their own cells."""
+    from .errors import PluginError
+
+    for kind, specs in (("attack", {c.attack for c in cells}), ("defense", {c.defense for c in cells})):
+        for spec in specs:
+            if (kind, spec.name) not in registry.entries:
+                registry.get(kind, spec.name)  # raises the UsageError with suggestions
+            try:
+                resolved_params(registry, kind, spec, config)
+            except PluginError:
+                continue
+    for plugin in dict(config.overrides):
+        known = {c.attack.name for c in cells} | {c.defense.name for c in cells}
+        if plugin not in known:
+            raise UsageError(f"--set names plugin {plugin!r}, which this run does not use (it uses {sorted(known)})")
+    for name in {c.dataset for c in cells}:
+        registry.dataset(name)
+
+
+class Harness:
+    """Runs cells in one process, memoising data, tokenizers, pre-trained weights and the
+    current scenario."""
+
+    def __init__(self, config: HarnessConfig, registry: Registry | None = None):
+        self.config = config
+        self.registry = registry or default_registry()
+        self.runtime: Runtime = resolve_runtime(config.device, config.precision)
+        self.store = ArtifactStore(config.store_dir)
+        self._datasets: dict[str, tuple[Dataset, str]] = {}
+        self._tokenizers: dict[str, object] = {}
+        self._pretrained: dict[tuple[str, int], torch.nn.Module] = {}
+        self._scenario: tuple[tuple, Scenario | BaseException] | None = None
+
+    # -- memoised inputs
+    def dataset(self, name: str) -> tuple[Dataset, str]:
+        if name not in self._datasets:
+            dataset = load_dataset(self.registry.dataset(name), self.config.data_dir)
+            self._datasets[name] = (dataset, dataset_fingerprint(dataset))
+        return self._datasets[name]
+
+    def tokenizer(self, victim: str):
+        if victim not in self._tokenizers:
+            self._tokenizers[victim] = load_tokenizer(resolve_victim(victim).location)
+        return self._tokenizers[victim]
+
+    def pretrained_loader(self, victim: str, num_labels: int, seed: int) -> Callable[[], torch.nn.Module]:
+        """Fresh copies of the victim's pre-trained weights; the new head is seeded by ``seed``."""
+        key = (victim, num_labels)
+        if key not in self._pretrained:
+            self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
+                                                    allow_pickle=self.config.allow_pickle)
+
+        def load() -> torch.nn.Module:
+            model = clone_model(self._pretrained[key])
+            generator = torch.Generator().manual_seed(seed)
+            for module in model.modules():  # re-draw the task head so that it depends on the seed only
+                if isinstance(module, torch.nn.Linear) and module.out_features == num_labels:
+                    std = getattr(model.config, "initializer_range", 0.02)
+                    with torch.no_grad():
+                        module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                        module.bias.zero_()
+            return model
+
+        return load
+
+    def scenario(self, cell: CellSpec) -> Scenario:
+        key = cell.scenario_tuple()
+        if self._scenario is None or self._scenario[0] != key:
+            self._scenario = None  # free the previous scenario's model first
+            try:
+                dataset, fingerprint = self.dataset(cell.dataset)
+                attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
+                attack: Attack = attack_cls(attack_params)
+                scenario = prepare_scenario(
+                    store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=resolve_victim(cell.victim),
+                    tokenizer=self.tokenizer(cell.victim),
+                    pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed),
+                    attack=attack, attack_spec=cell.attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime)
+                self._scenario = (key, scenario)
+            except Exception as exc:  # remembered: every defense of this scenario fails the same way
+                exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+                self._scenario = (key, exc)
+        result = self._scenario[1]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- one cell
+    def run_cell(self, cell: CellSpec) -> dict:
+        record = self._identity(cell)
+        try:
+            record.update(self._run(cell))
+            record["status"] = "ok"
+        except Exception as exc:
+            where = getattr(exc, "__traceback_text__", None) or traceback.format_exc()
+            log.error("cell %s failed: %s", record["cell_id"], exc)
+            record["status"] = "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            record["traceback"] = where[-4000:]
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return sanitize(record)
+
+    def _identity(self, cell: CellSpec) -> dict:
+        identity = {
+            "dataset": cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
+            "attack_label": cell.attack.label, "defense": cell.defense.name, "defense_label": cell.defense.label,
+            "seed": cell.seed, "budget": cell.budget.as_dict(),
+            "attack_overrides": {**dict(cell.attack.overrides), **self.config.overrides_for(cell.attack.name)},
+            "defense_overrides": {**dict(cell.defense.overrides), **self.config.overrides_for(cell.defense.name)},
+            "precision": self.runtime.precision, "device_type": self.runtime.device.type,
+        }
+        config_hash = stable_hash(identity)
+        return {**{k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
+                                             "defense_label", "seed", "budget")},
+                "cell_id": config_hash,
+                "provenance": provenance(config_hash, self.runtime.precision, self.runtime.device.type)}
+
+    def _run(self, cell: CellSpec) -> dict:
+        budget = cell.budget
+        defense_cls, defense_params = resolved_params(self.registry, "defense", cell.defense, self.config)
+        attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
+        defense: Defense = defense_cls(defense_params)
+        scenario = self.scenario(cell)
+        before = scenario.attack_meta["metrics"]
+        out = {"attack_params": params_to_dict(attack_params), "defense_params": params_to_dict(defense_params),
+               "attack_version": attack_cls.version, "defense_version": defense.version,
+               "requires": sorted(defense.requires), "scenario_id": scenario.scenario_id,
+               "cacc_before": before["cacc"], "asr_before": before["asr"], "cacc_clean": scenario.clean_meta["cacc"],
+               "asr_clean": scenario.attack_meta["clean_model_metrics"]["asr"],
+               "attack_cost": scenario.attack_meta["cost"], "attack_info": scenario.attack_meta["info"],
+               "poisoned_count": scenario.attack_meta["poisoned_count"]}
+        out.update({f"{k}_before": v for k, v in before.items() if k.endswith("_rate")})
+
+        # -- the defense, seeing only what it declared
+        ctx = self._defense_context(defense, cell, scenario)
+        model = clone_model(scenario.backdoored)
+        with measure.phase("defense", self.runtime.device) as cost:
+            result = defense.purify(model, ctx)
+        output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
+
+        # -- evaluation of the purified model (and of any auxiliary model, e.g. a teacher)
+        args = (scenario.tokenizer, scenario.splits.test, scenario.triggered_test, scenario.extra_sets,
+                scenario.target_label, budget.max_length, self.runtime)
+        with measure.phase("evaluation", self.runtime.device) as eval_cost:
+            metrics = evaluate(output.model, *args)
+            aux = {name: evaluate(aux_model, *args) for name, aux_model in output.aux_models.items()}
+        out.update(metrics)
+        out["aux"] = aux
+        out["delta_cacc"] = out["cacc_before"] - metrics["cacc"]
+        out["delta_asr"] = out["asr_before"] - metrics["asr"]
+        out["der"] = der(out["cacc_before"], out["asr_before"], metrics["cacc"], metrics["asr"])
+        out["defense_info"] = output.info
+        costs = cost.as_dict()
+        out.update({k: costs[k] for k in ("wall_s", "cpu_s", "gpu_s", "peak_gpu_mb", "peak_rss_mb", "device",
+                                          "train_samples", "train_tokens")})
+        out["eval_cost"] = eval_cost.as_dict()
+        out["clean_size"] = len(ctx._clean_data) if ctx._clean_data is not None else 0
+        return out
+
+    def _defense_context(self, defense: Defense, cell: CellSpec, scenario: Scenario) -> DefenseContext:
+        from .data import clean_subset
+
+        budget = cell.budget
+        granted = defense.requires
+        dataset, _ = self.dataset(cell.dataset)
+        return DefenseContext(
+            tokenizer=scenario.tokenizer, runtime=self.runtime, max_length=budget.max_length, seed=cell.seed,
+            train_config=budget.defense_training, defense_name=defense.name, requires=frozenset(granted),
+            _clean_data=clean_subset(scenario.splits.train, budget.clean_fraction, cell.seed)
+            if "clean_data" in granted else None,
+            _clean_dev=scenario.splits.dev if "clean_dev" in granted else None,
+            _pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed)
+            if "pretrained_weights" in granted else None,
+            _target_label=scenario.target_label if "target_label" in granted else None,
+        )
+
+
+# --------------------------------------------------------------------------- executors
+
+class Executor(Protocol):
+    def run(self, cells: Sequence[CellSpec], config: HarnessConfig) -> Iterator[dict]:
+        """Yield one record per cell, in any order."""
+
+
+_HARNESSES: dict[HarnessConfig, Harness] = {}
+
+
+def run_cell(cell: CellSpec, config: HarnessConfig) -> dict:
+    """The unit of work an executor schedules: pure in (cell, config, store)."""
+    if config not in _HARNESSES:
+        _HARNESSES.clear()
+        _HARNESSES[config] = Harness(config)
+    return _HARNESSES[config].run_cell(cell)
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process."""
+
+    def run(self, cells: Sequence[CellSpec], config: HarnessConfig) -> Iterator[dict]:
+        for cell in cells:
+            yield run_cell(cell, config)
+
+
+EXECUTORS: Mapping[str, Callable[[], Executor]] = {"local": LocalExecutor}
+
+
+def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
+              resume: bool = False, executor: Executor | None = None,
+              registry: Registry | None = None) -> list[dict]:
+    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends."""
+    registry = registry or default_registry()
+    validate_cells(cells, registry, config)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    done = finished_cells(out_dir) if resume else set()
+    harness = Harness(config, registry)
+    todo = [c for c in cells if harness._identity(c)["cell_id"] not in done]
+    if len(todo) < len(cells):
+        log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
+    _HARNESSES.clear()
+    _HARNESSES[config] = harness
+    records = []
+    for record in (executor or LocalExecutor()).run(todo, config):
+        append_record(out_dir, record)
+        registry.notify_record(record)
+        records.append(record)
+        summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
+                   if record["status"] == "ok" else f"FAILED: {record.get('error')}")
+        log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
+                 record["defense_label"], record["victim"], record["seed"], summary)
+    return records
+
+
+def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Registry | None = None) -> None:
+    """What ``bdbench validate`` does: every name, parameter and data set, without training."""
+    registry = registry or default_registry()
+    validate_cells(cells, registry, config)
+    for cell in cells:
+        for kind, spec in (("attack", cell.attack), ("defense", cell.defense)):
+            resolved_params(registry, kind, spec, config)
+    harness = Harness(config, registry)
+    for name in {c.dataset for c in cells}:
+        harness.dataset(name)
+    if not cells:
+        raise BdbenchError("the run has no cells")

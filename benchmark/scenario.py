@@ -1,0 +1,158 @@
+"""Scenarios: dataset × victim × attack × seed, prepared once and cached.
+
+Preparing a scenario means: the limited data splits; the clean reference model (the same data
+without poison, trained with the victim recipe); and the attacked-model artifact (the
+backdoored model, its triggered test texts and its before-defense metrics). Both models live in
+the :class:`ArtifactStore` under content hashes, so every defense and every later run reuses
+them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+
+import torch
+
+from . import measure
+from .config import Budget, PluginSpec, stable_hash
+from .data import Dataset, Example, balanced_subset
+from .metrics import attack_success_rate, clean_accuracy
+from .params import params_to_dict
+from .plugin import Attack, AttackContext
+from .runtime import Runtime
+from .store import ArtifactStore
+from .training import predict
+from .victims import VictimSource, clone_model
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for split in ("train", "dev", "test"):
+        for ex in dataset.split(split):
+            digest.update(ex.text.encode("utf-8"))
+            digest.update(b"\x00%d\x01" % ex.label)
+        digest.update(b"\x02")
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The scenario's splits after the budget's limits."""
+
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+    @classmethod
+    def limited(cls, dataset: Dataset, budget: Budget, seed: int) -> Splits:
+        return cls(balanced_subset(dataset.train, budget.train_limit, seed),
+                   balanced_subset(dataset.dev, budget.dev_limit, 0),
+                   balanced_subset(dataset.test, budget.test_limit, 0))
+
+
+@dataclasses.dataclass
+class Scenario:
+    """A prepared scenario: what every defense cell of it shares."""
+
+    scenario_id: str
+    splits: Splits
+    num_labels: int
+    target_label: int
+    tokenizer: object
+    backdoored: torch.nn.Module
+    triggered_test: list[str]  # the non-target test texts with the trigger (ASR's inputs)
+    extra_sets: dict[str, list[str]]  # more triggered variants (LWP's single pieces)
+    clean_meta: dict
+    attack_meta: dict
+
+
+def evaluate(model, tokenizer, scenario_splits_test: tuple[Example, ...], triggered: list[str],
+             extra_sets: dict[str, list[str]], target_label: int, max_length: int, runtime: Runtime) -> dict:
+    """CACC on the clean test split, ASR on the triggered texts, ``<name>_rate`` on extras."""
+    from .encoding import encode
+
+    test = encode(tokenizer, scenario_splits_test, max_length)
+    metrics = {"cacc": clean_accuracy(predict(model, test, runtime), test.labels)}
+    sets = {"asr": triggered, **{f"{name}_rate": texts for name, texts in extra_sets.items()}}
+    for key, texts in sets.items():
+        encoded = encode(tokenizer, [Example(t, target_label) for t in texts], max_length)
+        metrics[key] = attack_success_rate(predict(model, encoded, runtime), target_label) if texts else math.nan
+    return metrics
+
+
+def scenario_keys(dataset_fp: str, victim: VictimSource, attack: Attack, attack_spec: PluginSpec, seed: int,
+                  budget: Budget, runtime: Runtime) -> tuple[str, str]:
+    """(clean model key, attacked artifact key): hashes of all that determines each."""
+    clean_identity = {
+        "dataset": dataset_fp, "victim": [victim.name, victim.location], "seed": seed,
+        "train_limit": budget.train_limit, "test_limit": budget.test_limit, "max_length": budget.max_length,
+        "victim_training": dataclasses.asdict(budget.victim_training), "precision": runtime.precision,
+        "device": runtime.device.type,
+    }
+    clean_key = stable_hash(clean_identity)
+    attack_identity = {"clean": clean_key, "attack": attack.name, "version": attack.version,
+                       "params": params_to_dict(attack.params), "target_label": budget.target_label}
+    return clean_key, stable_hash(attack_identity)
+
+
+def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str, victim: VictimSource,
+                     tokenizer, pretrained: callable, attack: Attack, attack_spec: PluginSpec, seed: int,
+                     budget: Budget, runtime: Runtime) -> Scenario:
+    splits = Splits.limited(dataset, budget, seed)
+    clean_key, attack_key = scenario_keys(dataset_fp, victim, attack, attack_spec, seed, budget, runtime)
+    target = budget.target_label
+    nontarget_test = [ex.text for ex in splits.test if ex.label != target]
+    clean_model_cache: dict[str, torch.nn.Module] = {}
+
+    # -- the clean reference model (also EP's starting point)
+    def build_clean():
+        model = pretrained()
+        with measure.phase("clean-train", runtime.device) as cost:
+            ctx = _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, None)
+            ctx.finetune(model, splits.train)
+        acc = ctx.accuracy(model, splits.test)
+        return model, {"cacc": acc, "cost": cost.as_dict(), "train_size": len(splits.train)}
+
+    clean_model, clean_meta = store.get_or_build("clean", clean_key, build_clean)
+    if clean_model is not None:
+        clean_model_cache["model"] = clean_model
+
+    def clean_copy() -> torch.nn.Module:
+        if "model" not in clean_model_cache:
+            clean_model_cache["model"] = store.load_model("clean", clean_key, dataset.num_labels)
+        return clone_model(clean_model_cache["model"])
+
+    # -- the attack: backdoored model, test-time trigger, before-defense metrics
+    ctx = _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained,
+                          clean_copy if "clean_model" in attack.requires else None)
+    attack.check(ctx)
+
+    def build_attacked():
+        with measure.phase("attack", runtime.device) as cost:
+            output = attack.attack(ctx)
+        triggered = attack.trigger_texts(nontarget_test, ctx)
+        extras = attack.extra_test_sets(nontarget_test, ctx)
+        metrics = evaluate(output.model, tokenizer, splits.test, triggered, extras, target, budget.max_length, runtime)
+        clean_asr = evaluate(clean_copy(), tokenizer, splits.test, triggered, extras, target, budget.max_length,
+                             runtime)
+        meta = {"metrics": metrics, "clean_model_metrics": clean_asr, "cost": cost.as_dict(),
+                "poisoned_count": output.poisoned_count, "info": output.info,
+                "triggered_test": triggered, "extra_sets": extras}
+        return output.model, meta
+
+    model, attack_meta = store.get_or_build("attacks", attack_key, build_attacked)
+    if model is None:
+        model = store.load_model("attacks", attack_key, dataset.num_labels)
+    model.eval()
+    return Scenario(attack_key, splits, dataset.num_labels, target, tokenizer, model,
+                    attack_meta["triggered_test"], attack_meta["extra_sets"], clean_meta, attack_meta)
+
+
+def _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, clean) -> AttackContext:
+    limited = Dataset(dataset.name, splits.train, splits.dev, splits.test, dataset.num_labels, dataset.source,
+                      dataset.dev_carved)
+    return AttackContext(tokenizer=tokenizer, runtime=runtime, max_length=budget.max_length, seed=seed,
+                         train_config=budget.victim_training, dataset=limited, target_label=budget.target_label,
+                         pretrained_model=pretrained, _clean_model=clean, attack_name=attack.name)

@@ -1,0 +1,157 @@
+"""The one training loop that attacks and defenses share.
+
+``train`` fine-tunes a model on an :class:`EncodedSet` with dynamic padding and length-grouped
+batches, bf16 autocast where the runtime says so, AdamW (no decay on biases and LayerNorm) with
+a linear warm-up then linear decay, gradient clipping, and seeded batch order and dropout.
+Methods customise it through three arguments, never by copying it:
+
+* ``loss_fn(model, batch) -> scalar``: the objective (default: cross-entropy on the logits);
+* ``trainable(name, param) -> bool``: which parameters the optimiser sees (default: all);
+* ``post_step(model, step)``: runs after every optimiser step (EP's norm projection,
+  Fine-pruning's mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import measure
+from .encoding import EncodedSet, batch_order, collate
+from .errors import TrainingError
+from .runtime import Runtime
+
+LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A fine-tuning recipe."""
+
+    epochs: int = 2
+    lr: float = 2e-5
+    batch_size: int = 32
+    warmup_ratio: float = 0.1  # share of all steps spent warming up
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    group_by_length: bool = True
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclasses.dataclass
+class TrainStats:
+    steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    final_loss: float = float("nan")
+
+
+def cross_entropy_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.float(), batch["labels"])
+
+
+def _param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n]
+    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime: Runtime, *, seed: int,
+          loss_fn: LossFn = cross_entropy_loss,
+          trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
+          post_step: Callable[[torch.nn.Module, int], None] | None = None) -> TrainStats:
+    """Fine-tune ``model`` in place on ``data``; returns counts and the last loss."""
+    if len(data) == 0:
+        raise TrainingError("cannot train on an empty data set")
+    model.to(runtime.device)
+    model.train()
+    torch.manual_seed(seed)
+
+    # -- optimiser over the trainable parameters only; the others are frozen for the run
+    named = [(n, p) for n, p in model.named_parameters() if trainable is None or trainable(n, p)]
+    frozen = [p for n, p in model.named_parameters() if trainable is not None and not trainable(n, p)]
+    was_trainable = {id(p): p.requires_grad for _, p in model.named_parameters()}
+    for p in frozen:
+        p.requires_grad_(False)
+    for _, p in named:
+        p.requires_grad_(True)
+    fused = runtime.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(_param_groups(named, config.weight_decay), lr=config.lr, fused=fused)
+
+    # -- linear warm-up, then linear decay to zero at the last step
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    warmup = int(total_steps * config.warmup_ratio)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    stats = TrainStats()
+    lengths = data.lengths
+
+    try:
+        for epoch in range(config.epochs):
+            order = batch_order(lengths, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
+                                seed=seed * 1000 + epoch)
+            for indices in measure.progress(order, desc=f"train epoch {epoch + 1}/{config.epochs}"):
+                # -- one step: forward under autocast, backward, clip, step
+                batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(data, indices).items()}
+                with runtime.autocast():
+                    loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {stats.steps} "
+                                        f"(epoch {epoch + 1}); lower the learning rate or check the data")
+                loss.backward()
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if post_step is not None:
+                    post_step(model, stats.steps)
+                # -- book-keeping: samples and real (non-pad) tokens
+                n_tokens = int(batch["attention_mask"].sum())
+                stats.steps += 1
+                stats.samples += len(indices)
+                stats.tokens += n_tokens
+                measure.count(samples=len(indices), tokens=n_tokens)
+        stats.final_loss = float(loss.detach())
+    finally:
+        for _, p in model.named_parameters():
+            p.requires_grad_(was_trainable[id(p)])
+        model.eval()
+    return stats
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: EncodedSet, runtime: Runtime, batch_size: int = 128) -> list[int]:
+    """Predicted class per example, in ``data``'s order (batches are length-sorted internally)."""
+    model.to(runtime.device)
+    model.eval()
+    predictions = [0] * len(data)
+    for indices in batch_order(data.lengths, batch_size, shuffle=False, group_by_length=True, seed=0):
+        batch = collate(data, indices)
+        with runtime.autocast():
+            logits = model(input_ids=batch["input_ids"].to(runtime.device),
+                           attention_mask=batch["attention_mask"].to(runtime.device)).logits
+        for i, label in zip(indices, logits.argmax(-1).tolist()):
+            predictions[i] = label
+        measure.count(samples=len(indices), tokens=int(batch["attention_mask"].sum()), training=False)
+    return predictions
+
+
+def accuracy(model: torch.nn.Module, data: EncodedSet, runtime: Runtime) -> float:
+    if len(data) == 0:
+        return float("nan")
+    predictions = predict(model, data, runtime)
+    return sum(int(p == y) for p, y in zip(predictions, data.labels)) / len(data)

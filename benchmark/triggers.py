@@ -1,0 +1,51 @@
+"""Trigger insertion primitives shared by attack plugins (methods.md §1.2).
+
+Text is split on whitespace into words; a trigger word is inserted before a uniformly drawn
+word position ``p ∈ {0..n}``. For long texts, :func:`window_words` counts the words whose
+word-pieces fit in the model's truncation window so that triggers can be kept inside it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from .errors import UsageError
+
+
+def insert_words(text: str, words: Sequence[str], rng: random.Random, max_position: int | None = None) -> str:
+    """Insert ``words`` as one block at a uniform position in ``0..min(n, max_position)``."""
+    tokens = text.split()
+    limit = len(tokens) if max_position is None else min(len(tokens), max_position)
+    position = rng.randint(0, max(0, limit))
+    return " ".join(tokens[:position] + list(words) + tokens[position:])
+
+
+def insert_each(text: str, words: Sequence[str], rng: random.Random, max_position: int | None = None) -> str:
+    """Insert each of ``words`` separately, each at a position drawn from the text as it stands."""
+    for word in words:
+        text = insert_words(text, [word], rng, max_position)
+    return text
+
+
+def window_words(tokenizer, text: str, max_length: int, reserve: int = 8) -> int | None:
+    """How many leading words of ``text`` lie fully inside the first ``max_length - reserve``
+    word-pieces (special tokens included), or None when the whole text fits."""
+    budget = max_length - reserve
+    encoded = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+    if len(encoded["input_ids"]) <= budget:
+        return None
+    offsets = [o for o in encoded["offset_mapping"][:budget] if o[1] > o[0]]
+    end_char = offsets[-1][1] if offsets else 0
+    return max(0, len(text[:end_char].split()) - 1)
+
+
+def check_single_pieces(tokenizer, words: Sequence[str], plugin: str) -> None:
+    """Raise when a trigger word is not exactly one word-piece of the victim's tokenizer."""
+    for word in words:
+        pieces = tokenizer.tokenize(" " + word)
+        if len(pieces) != 1:
+            raise UsageError(
+                f"{plugin}: trigger {word!r} is {len(pieces)} word-pieces {pieces} for the victim's tokenizer; "
+                "each trigger must be a single word-piece (choose another word with --set)."
+            )

@@ -1,0 +1,1 @@
+"""Built-in defense plugins, one module each; listed in ``registry.toml``."""

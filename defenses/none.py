@@ -1,0 +1,15 @@
+"""No defense: the backdoored model as it is. The reference row of every table, and the
+worked example of the plugin guide (``docs/adding-a-defense.md``)."""
+
+from __future__ import annotations
+
+from benchmark import Defense, DefenseContext
+
+
+class NoDefense(Defense):
+    name = "none"
+    version = "1"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        return model
