@@ -64,7 +64,7 @@ class Suite:
 def _train_config(raw: Mapping[str, Any], base: TrainConfig, where: str) -> TrainConfig:
     fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     hints = {"epochs": int, "lr": float, "batch_size": int, "warmup_ratio": float, "weight_decay": float,
-             "max_grad_norm": float, "group_by_length": bool}
+             "max_grad_norm": float, "group_by_length": bool, "schedule": str}
     changes = {}
     for key, value in raw.items():
         if key not in fields:

@@ -29,7 +29,7 @@ from .encoding import EncodedSet, encode
 from .errors import ThreatModelError
 from .params import NoParams
 from .runtime import Runtime
-from .training import LossFn, TrainConfig, TrainStats, accuracy, train
+from .training import LossFn, OptimizerFactory, TrainConfig, TrainStats, accuracy, train
 
 DEFENSE_REQUIREMENTS = frozenset({"clean_data", "clean_dev", "pretrained_weights", "target_label"})
 ATTACK_REQUIREMENTS = frozenset({"clean_model"})
@@ -65,14 +65,15 @@ class _ModelTools:
                  loss_fn: LossFn | None = None,
                  trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
                  post_step: Callable[[torch.nn.Module, int], None] | None = None,
+                 make_optimizer: OptimizerFactory | None = None,
                  seed: int | None = None, **recipe_changes) -> TrainStats:
         """Run the shared training loop with this context's recipe (``recipe_changes`` override
-        its fields: epochs, lr, batch_size, warmup_ratio, weight_decay, max_grad_norm)."""
+        its fields: epochs, lr, batch_size, warmup_ratio, weight_decay, max_grad_norm, schedule)."""
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
         config = self.train_config.replace(**recipe_changes)
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
         return train(model, data, config, self.runtime, seed=self.seed if seed is None else seed,
-                     trainable=trainable, post_step=post_step, **kwargs)
+                     trainable=trainable, post_step=post_step, make_optimizer=make_optimizer, **kwargs)
 
     def accuracy(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet) -> float:
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)

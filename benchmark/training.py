@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from .errors import TrainingError
 from .runtime import Runtime
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+OptimizerFactory = Callable[[list[tuple[str, torch.nn.Parameter]], "TrainConfig"], torch.optim.Optimizer]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +39,9 @@ class TrainConfig:
     batch_size: int = 32
     warmup_ratio: float = 0.1  # share of all steps spent warming up
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0 turns clipping off
     group_by_length: bool = True
+    schedule: Literal["linear", "constant"] = "linear"  # linear: warm-up then decay to 0; constant: lr throughout
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -66,8 +69,12 @@ def _param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: flo
 def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime: Runtime, *, seed: int,
           loss_fn: LossFn = cross_entropy_loss,
           trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
-          post_step: Callable[[torch.nn.Module, int], None] | None = None) -> TrainStats:
-    """Fine-tune ``model`` in place on ``data``; returns counts and the last loss."""
+          post_step: Callable[[torch.nn.Module, int], None] | None = None,
+          make_optimizer: OptimizerFactory | None = None) -> TrainStats:
+    """Fine-tune ``model`` in place on ``data``; returns counts and the last loss.
+
+    ``make_optimizer(named_trainable_params, config)`` replaces AdamW (EP's plain row update).
+    """
     if len(data) == 0:
         raise TrainingError("cannot train on an empty data set")
     model.to(runtime.device)
@@ -82,8 +89,11 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
         p.requires_grad_(False)
     for _, p in named:
         p.requires_grad_(True)
-    fused = runtime.device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(_param_groups(named, config.weight_decay), lr=config.lr, fused=fused)
+    if make_optimizer is not None:
+        optimizer = make_optimizer(named, config)
+    else:
+        fused = runtime.device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(_param_groups(named, config.weight_decay), lr=config.lr, fused=fused)
 
     # -- linear warm-up, then linear decay to zero at the last step
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
@@ -91,6 +101,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     warmup = int(total_steps * config.warmup_ratio)
 
     def lr_factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
         if step < warmup:
             return (step + 1) / (warmup + 1)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
