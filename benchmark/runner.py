@@ -169,6 +169,17 @@ class Harness:
             raise result
         return result
 
+    def check_inputs(self, cells: Sequence[CellSpec]) -> None:
+        """Read every data set and check every victim folder before any training starts."""
+        from .victims import check_safe_folder
+
+        for name in sorted({c.dataset for c in cells}):
+            self.dataset(name)
+        for victim in sorted({c.victim for c in cells}):
+            source = resolve_victim(victim)
+            if source.is_local:
+                check_safe_folder(Path(source.location), self.config.allow_pickle)
+
     # -- one cell
     def run_cell(self, cell: CellSpec) -> dict:
         record = self._identity(cell)
@@ -294,9 +305,10 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends."""
     registry = registry or default_registry()
     validate_cells(cells, registry, config)
+    harness = Harness(config, registry)
+    harness.check_inputs(cells)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     done = finished_cells(out_dir) if resume else set()
-    harness = Harness(config, registry)
     todo = [c for c in cells if harness._identity(c)["cell_id"] not in done]
     if len(todo) < len(cells):
         log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
@@ -321,8 +333,6 @@ def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Reg
     for cell in cells:
         for kind, spec in (("attack", cell.attack), ("defense", cell.defense)):
             resolved_params(registry, kind, spec, config)
-    harness = Harness(config, registry)
-    for name in {c.dataset for c in cells}:
-        harness.dataset(name)
+    Harness(config, registry).check_inputs(cells)
     if not cells:
         raise BdbenchError("the run has no cells")

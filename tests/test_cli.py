@@ -1,0 +1,102 @@
+"""The command line end to end on the tiny victim: a good run, then bad inputs that must each
+give one clear error (exit 2) and leave the earlier records intact."""
+
+import pytest
+import torch
+
+from benchmark.cli import main
+
+BASE = ["run", "--suite", "quick", "--defense", "none", "--train-limit", "120", "--test-limit", "40",
+        "--device", "cpu", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_victim_dir):
+    out = tmp_path_factory.mktemp("cli") / "out"
+    code = main([*BASE, "--victim", str(tiny_victim_dir), "--out", str(out)])
+    assert code == 0
+    assert (out / "leaderboard.md").is_file() and (out / "leaderboard.html").is_file()
+    return out, (out / "records.jsonl").read_bytes()
+
+
+def write_tsv(folder, name, content):
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        (folder / name / f"{split}.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n")
+    for split, text in content.items():
+        (folder / name / f"{split}.tsv").write_text(text)
+
+
+def pickled_victim(tmp_path, tiny_victim_dir):
+    from benchmark.victims import load_classifier
+
+    folder = tmp_path / "pickled"
+    model = load_classifier(tiny_victim_dir, 2)
+    model.config.save_pretrained(str(folder))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown plugin", "unknown defense 'finetun'. Did you mean 'finetune'"),
+    ("bad set value", "badnets.poison_rate: expected a number, got 'lots'"),
+    ("bad set syntax", "expected plugin.param=value"),
+    ("malformed tsv", "train.tsv:2: label 'positive' is not an integer"),
+    ("empty split", "sst2-openbackdoor/test): the split is empty"),
+    ("pickle checkpoint", "weights are stored as pickle (pytorch_model.bin)"),
+    ("unknown suite", "unknown suite 'quik'. Did you mean 'quick'"),
+])
+def test_bad_inputs_give_one_clear_error(finished_run, tmp_path, tiny_victim_dir, capsys, case, message):
+    out, before = finished_run
+    victim = str(tiny_victim_dir)
+    args = [*BASE, "--victim", victim, "--out", str(out)]
+    data = tmp_path / "data"
+    if case == "unknown plugin":
+        args = [*args, "--defense", "finetun"]
+    elif case == "bad set value":
+        args = [*args, "--set", "badnets.poison_rate=lots"]
+    elif case == "bad set syntax":
+        args = [*args, "--set", "poison_rate=0.2"]
+    elif case == "malformed tsv":
+        write_tsv(data, "sst2-openbackdoor", {"train": "sentence\tlabel\ngood\tpositive\n"})
+        args = [*args, "--dataset", "sst2-openbackdoor", "--data-dir", str(data)]
+    elif case == "empty split":
+        write_tsv(data, "sst2-openbackdoor", {"test": "sentence\tlabel\n"})
+        args = [*args, "--dataset", "sst2-openbackdoor", "--data-dir", str(data)]
+    elif case == "pickle checkpoint":
+        args = [*BASE, "--victim", str(pickled_victim(tmp_path, tiny_victim_dir)), "--out", str(out)]
+    elif case == "unknown suite":
+        args = [*args, "--suite", "quik"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("bdbench: error:") == 1
+    assert (out / "records.jsonl").read_bytes() == before  # earlier records intact
+
+
+def test_list_shows_sources_parameters_requirements(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "finetune v1  [builtin:defenses.finetune:FineTune]  requires: clean_data" in text
+    assert "poison_rate: float = 0.1" in text
+    assert "quick:" in text
+
+
+def test_validate_trains_nothing(tmp_path, tiny_victim_dir, capsys):
+    args = ["validate", "--victim", str(tiny_victim_dir), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert "ok: suite quick" in capsys.readouterr().out
+    assert not (tmp_path / "store").exists()
+
+
+def test_new_defense_scaffold_imports(tmp_path):
+    import importlib.util
+
+    assert main(["new-defense", "my_guard", "--dir", str(tmp_path)]) == 0
+    path = tmp_path / "bdbench-my_guard" / "bdbench_my_guard" / "plugin.py"
+    spec = importlib.util.spec_from_file_location("scaffolded", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    [cls] = module.bdbench_defenses()
+    assert cls.name == "my_guard" and cls.requires == {"clean_data"}

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from benchmark import measure
+from benchmark.runtime import resolve_runtime
+
+
+def test_cpu_phase_measures_wall_cpu_rss_and_leaves_gpu_empty():
+    with measure.phase("work", "cpu") as cost:
+        x = torch.randn(512, 512)
+        for _ in range(20):
+            x = torch.tanh(x @ x)
+        blob = bytearray(64 * 2**20)  # 64 MiB held during the phase
+        measure.count(samples=3, tokens=30)
+        measure.count(samples=2, tokens=10, training=False)
+        del blob
+    assert cost.wall_s > 0 and cost.cpu_s > 0
+    assert cost.peak_rss_mb > 64
+    assert cost.gpu_s is None and cost.peak_gpu_mb is None and cost.device == "cpu"
+    assert (cost.train_samples, cost.train_tokens, cost.eval_samples, cost.eval_tokens) == (3, 30, 2, 10)
+
+
+def test_counts_reach_nested_phases_only_while_open():
+    with measure.phase("outer") as outer:
+        with measure.phase("inner") as inner:
+            measure.count(samples=1, tokens=1)
+        measure.count(samples=1, tokens=1)
+    measure.count(samples=5, tokens=5)
+    assert (inner.train_samples, outer.train_samples) == (1, 2)
+
+
+def test_auto_runtime_on_this_machine():
+    runtime = resolve_runtime("auto", "auto")
+    assert runtime.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_runtime("cpu", "fp32").precision == "fp32"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_phase_measures_device_time_and_memory():
+    device = torch.device("cuda")
+    with measure.phase("gpu-work", device) as cost:
+        x = torch.randn(4096, 4096, device=device)  # 64 MiB
+        for _ in range(10):
+            x = torch.tanh(x @ x)
+    assert cost.gpu_s is not None and cost.gpu_s > 0
+    assert cost.peak_gpu_mb is not None and cost.peak_gpu_mb >= 64
+    assert cost.device == torch.cuda.get_device_name(device)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_step_under_bf16(tiny_model, tiny_tokenizer, demo_small):
+    from benchmark.encoding import encode
+    from benchmark.runtime import Runtime
+    from benchmark.training import TrainConfig, accuracy, train
+
+    runtime = Runtime(torch.device("cuda"), "bf16")
+    model = tiny_model()
+    data = encode(tiny_tokenizer, demo_small.train, 64)
+    with measure.phase("train", runtime.device) as cost:
+        train(model, data, TrainConfig(epochs=8, lr=3e-3, batch_size=16), runtime, seed=0)
+    assert accuracy(model, encode(tiny_tokenizer, demo_small.test, 64), runtime) > 0.6
+    assert cost.gpu_s > 0 and cost.peak_gpu_mb > 0

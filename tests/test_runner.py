@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from benchmark.errors import ThreatModelError, UsageError
+from benchmark.records import append_record, finished_cells, read_records
+
+from helpers import run
+
+REQUIRED = ["dataset", "victim", "attack", "attack_params", "defense", "defense_params", "seed", "cacc", "asr",
+            "cacc_before", "asr_before", "cacc_clean", "der", "wall_s", "cpu_s", "gpu_s", "peak_gpu_mb",
+            "peak_rss_mb", "device", "requires", "status", "provenance"]
+
+
+def test_records_follow_the_contract_and_attack_is_shared(tmp_path, tiny_victim_dir):
+    records = run(tmp_path, tiny_victim_dir, defenses=("none", "finetune"))
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for record in records:
+        assert set(REQUIRED) <= set(record)
+        assert record["gpu_s"] is None and record["peak_gpu_mb"] is None  # no CUDA: empty, never zero
+        assert record["provenance"]["bdbench_version"]
+        assert 0.0 <= record["der"] <= 1.0
+    none, ft = records
+    assert none["cacc"] == none["cacc_before"] and none["asr"] == none["asr_before"]
+    assert none["scenario_id"] == ft["scenario_id"]  # one attacked model for both defenses
+    assert ft["requires"] == ["clean_data"] and ft["clean_size"] == 40  # 20% of 200
+    assert len(list((tmp_path / "store" / "attacks").glob("*/model/model.safetensors"))) == 1
+    on_disk = list(read_records(tmp_path / "out"))
+    assert [r["cell_id"] for r in on_disk] == [r["cell_id"] for r in records]
+
+
+def test_same_seed_same_numbers(tmp_path, tiny_victim_dir):
+    first = run(tmp_path / "a", tiny_victim_dir, defenses=("finetune",))[0]
+    second = run(tmp_path / "b", tiny_victim_dir, defenses=("finetune",))[0]
+    for key in ("cacc", "asr", "cacc_before", "asr_before", "cacc_clean"):
+        assert first[key] == second[key]
+
+
+def test_resume_skips_finished_cells(tmp_path, tiny_victim_dir):
+    run(tmp_path, tiny_victim_dir, defenses=("none",))
+    again = run(tmp_path, tiny_victim_dir, defenses=("none", "finetune"), resume=True)
+    assert [r["defense"] for r in again] == ["finetune"]
+    assert len(finished_cells(tmp_path / "out")) == 2
+
+
+def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path, tiny_victim_dir, monkeypatch):
+    from defenses.finetune import FineTune
+
+    def explode(self, model, ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(FineTune, "purify", explode)
+    records = run(tmp_path, tiny_victim_dir, defenses=("finetune", "none"))
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert records[0]["error"] == "RuntimeError: boom"
+
+
+def test_bad_set_value_fails_before_any_compute(tmp_path, tiny_victim_dir):
+    with pytest.raises(UsageError, match="badnets.poison_rate: expected a number"):
+        run(tmp_path, tiny_victim_dir, overrides=(("badnets", (("poison_rate", "lots"),)),))
+    assert not (tmp_path / "store").exists()
+
+
+def test_defense_cannot_reach_what_it_did_not_declare(make_defense_ctx):
+    ctx = make_defense_ctx(requires={"clean_data"}, name="greedy")
+    assert len(ctx.clean_data) == 60
+    with pytest.raises(ThreatModelError, match="'greedy' asked for 'pretrained_weights' but did not declare it"):
+        ctx.pretrained_model()
+    with pytest.raises(ThreatModelError, match="target_label"):
+        _ = ctx.target_label
+    for secret in ("poisoned_data", "trigger", "attack"):
+        with pytest.raises(ThreatModelError, match="never available"):
+            getattr(ctx, secret)
+    assert ctx._pretrained is None  # the asset is not in the context at all
+    granted = make_defense_ctx(requires={"clean_data", "pretrained_weights"})
+    assert granted.pretrained_model() is not None
+
+
+def test_append_is_atomic_lines(tmp_path):
+    for i in range(3):
+        append_record(tmp_path, {"cell_id": str(i), "status": "ok", "x": [i] * 100})
+    with (tmp_path / "records.jsonl").open("a") as handle:
+        handle.write('{"torn": ')  # a line torn by something else is skipped, not fatal
+    assert [r["cell_id"] for r in read_records(tmp_path)] == ["0", "1", "2"]
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines[:3])
