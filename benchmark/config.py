@@ -32,7 +32,10 @@ class Budget:
     max_length: int = 128  # word-pieces, special tokens included
     clean_fraction: float = 0.2  # defender's clean data: share of the (limited) training set
     target_label: int = 1
-    victim_training: TrainConfig = TrainConfig(epochs=2, lr=2e-5, batch_size=32, warmup_ratio=0.1)
+    # The victim recipe. OpenBackdoor's lr 2e-5 × 2 epochs underfits MiniLM on a 2000-sample budget
+    # (SST-2 test: clean 0.806, BadNets-backdoored 0.570); lr 1e-4 × 3 epochs was chosen on SST-2
+    # *dev* (clean 0.849, backdoored 0.849, dev ASR 1.00) against 5e-5 × 3 (0.853 / 0.836).
+    victim_training: TrainConfig = TrainConfig(epochs=3, lr=1e-4, batch_size=32, warmup_ratio=0.1)
     defense_training: TrainConfig = TrainConfig(epochs=3, lr=2e-5, batch_size=32, warmup_ratio=0.1,
                                                 weight_decay=0.01)
 
