@@ -1,0 +1,133 @@
+"""Re-initialisation baselines: head, top-k layers, or everything (methods.md B5).
+
+The "Re-init" baseline of Fine-purifying / MBTSAD is unverified, so the three variants of
+methods.md B5 are implemented and named explicitly by ``mode``:
+
+* ``head``: re-draw the task head and the pooler (Linear weights N(0, initializer_range), biases
+  0, seeded by the scenario seed), then fine-tune on the clean data. Uses no pre-trained weights.
+* ``top_k``: reset everything above encoder layer L−k — the top ``k`` layers, the pooler and the
+  task head — then fine-tune. ``to="pretrained"`` copies θ_Pre into the layers and the pooler;
+  ``to="random"`` re-draws them with the model's init scheme (Linear N(0, 0.02), LayerNorm 1/0),
+  as in Zhang et al., "Revisiting Few-sample BERT Fine-tuning", ICLR 2021,
+  https://arxiv.org/abs/2006.05987. The task head is always re-drawn (it has no θ_Pre).
+* ``all``: discard θ_B: the pre-trained weights plus a fresh head, fine-tuned on the clean data —
+  the clean-data-only reference (Fine-mixing with ρ = 0). Near-zero backdoor by construction, and
+  the clean accuracy the clean subset alone can buy.
+
+Fine-tuning: the shared defense recipe (methods.md E2). Requirements: a class declares its
+``requires`` statically, so this one declares the union, {clean_data, pretrained_weights};
+``mode="head"`` and ``mode="top_k", to="random"`` never call ``ctx.pretrained_model()`` (their
+records still list the declaration). Default: ``top_k`` with k = 3 of MiniLM's 6 layers, reset to
+θ_Pre (methods.md B5 lists k ∈ {1, 3, 6}).
+
+Model access: the layer stack is the base model's ModuleList of ``num_hidden_layers`` entries and
+the pooler is ``base_model.pooler`` when the architecture has one (BERT); the head is every
+parameter outside ``base_model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
+
+
+class Reinit(Defense):
+    name = "reinit"
+    version = "1"
+    requires = frozenset({"clean_data", "pretrained_weights"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        mode: Literal["head", "top_k", "all"] = "top_k"  # methods.md B5 Re-init-head / -top-k / -all
+        k: int = 3  # top_k: encoder layers reset (methods.md B5: 1, 3 or 6)
+        to: Literal["pretrained", "random"] = "pretrained"  # top_k: θ_Pre, or N(0, 0.02) (Zhang et al. 2021)
+        lr: float | None = None  # None: the shared recipe's lr (2e-5)
+        epochs: int | None = None  # None: the shared recipe's epochs (3)
+
+    def purify(self, model, ctx: DefenseContext):
+        p = self.params
+        generator = torch.Generator().manual_seed(ctx.seed)
+        info: dict = {"mode": p.mode}
+        if p.mode == "all":
+            model = ctx.pretrained_model()  # pre-trained weights with a seeded fresh head
+            info["reset"] = ["all"]
+        elif p.mode == "head":
+            info["reset"] = reset_head(model, generator)
+        else:
+            layers = _encoder_layers(model)
+            if not 1 <= p.k <= len(layers):
+                raise PluginError(f"{self.name}: k must be in 1..{len(layers)}, got {p.k}")
+            source = ctx.pretrained_model() if p.to == "pretrained" else None
+            info.update(k=p.k, to=p.to, reset=reset_top(model, p.k, source, generator))
+        ctx.finetune(model, ctx.clean_data, lr=p.lr, epochs=p.epochs)
+        return DefenseOutput(model, info=info)
+
+
+def _encoder_layers(model) -> torch.nn.ModuleList:
+    """The encoder's layer stack: the base model's ModuleList of ``num_hidden_layers`` entries."""
+    n = model.config.num_hidden_layers
+    for module in model.base_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise PluginError(f"reinit: found no ModuleList of {n} encoder layers in {type(model).__name__}")
+
+
+@torch.no_grad()
+def _redraw(module: torch.nn.Module, std: float, generator: torch.Generator) -> None:
+    """The BERT init scheme on ``module``'s Linear and LayerNorm sub-modules."""
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Linear):
+            sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator) * std)
+            if sub.bias is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, torch.nn.LayerNorm):
+            sub.weight.fill_(1.0)
+            sub.bias.zero_()
+
+
+def _head_modules(model) -> list[tuple[str, torch.nn.Module]]:
+    """The task head's top-level modules (outside ``base_model``) and the pooler, by name."""
+    base = model.base_model
+    out = [(name, m) for name, m in model.named_children() if m is not base and any(True for _ in m.parameters())]
+    pooler = getattr(base, "pooler", None)
+    if pooler is not None:
+        out.append(("pooler", pooler))
+    return out
+
+
+def reset_head(model, generator: torch.Generator) -> list[str]:
+    """Re-draw the task head and the pooler in place; returns the module names reset."""
+    std = getattr(model.config, "initializer_range", 0.02)
+    heads = _head_modules(model)
+    for _, module in heads:
+        _redraw(module, std, generator)
+    return [name for name, _ in heads]
+
+
+@torch.no_grad()
+def reset_top(model, k: int, source, generator: torch.Generator) -> list[str]:
+    """Reset the top ``k`` encoder layers and the pooler to ``source``'s (θ_Pre) or, when
+    ``source`` is None, to random init; the task head is always re-drawn."""
+    std = getattr(model.config, "initializer_range", 0.02)
+    layers = _encoder_layers(model)
+    names = []
+    if source is not None:
+        src_layers, src_pooler = _encoder_layers(source), getattr(source.base_model, "pooler", None)
+    for i in range(len(layers) - k, len(layers)):
+        if source is not None:
+            layers[i].load_state_dict(src_layers[i].state_dict())
+        else:
+            _redraw(layers[i], std, generator)
+        names.append(f"layer{i + 1}")
+    pooler = getattr(model.base_model, "pooler", None)
+    for name, module in _head_modules(model):
+        if module is pooler and source is not None and src_pooler is not None:
+            module.load_state_dict(src_pooler.state_dict())
+        else:
+            _redraw(module, std, generator)
+        names.append(name)
+    return names

@@ -1,0 +1,108 @@
+"""Fine-pruning on the tiny BERT: the mask survives fine-tuning, the stopping rule holds, and
+the cached dev evaluation agrees with a full one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark import DefenseOutput, ThreatModelError
+from benchmark.victims import clone_model
+from defenses.fine_pruning import (
+    FinePruning,
+    _DevReplay,
+    _encoder_layers,
+    _ffn_projection,
+    _mean_activations,
+    _set_mask,
+)
+
+REQUIRES = {"clean_data", "clean_dev"}
+
+
+@pytest.fixture
+def trained(tiny_model, make_defense_ctx):
+    """A tiny classifier that has learnt the demo task (a stand-in for a backdoored model)."""
+    model = tiny_model()
+    make_defense_ctx(REQUIRES).finetune(model, make_defense_ctx(REQUIRES).clean_data)
+    return model
+
+
+def pruned_rows(model, layer_index):
+    proj = _ffn_projection(_encoder_layers(model)[layer_index], model.config)
+    return ((proj.weight == 0).all(1) & (proj.bias == 0)).nonzero().flatten().tolist()
+
+
+def test_pruned_neurons_stay_zero_after_finetuning(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    defense = FinePruning(FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.5))
+    out = defense.purify(trained, ctx)
+    assert isinstance(out, DefenseOutput)
+    info = out.info
+    assert info["pruned"] == 32 and info["prune_ratio"] == 0.5  # tolerance 1.0: prunes to max_ratio
+    rows = pruned_rows(out.model, info["layer"] - 1)
+    assert len(rows) == info["pruned"]  # exactly the pruned neurons are zero, after 8 epochs of training
+    assert [r for r, _ in info["curve"]] == [0.0, 0.25, 0.5]
+
+
+def test_stopping_rule_keeps_the_last_ratio_within_tolerance(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    params = FinePruning.Params(tolerance=0.05, step=0.1, epochs=1)
+    info = FinePruning(params).purify(trained, ctx).info
+    acc0 = info["curve"][0][1]
+    kept = [acc for ratio, acc in info["curve"] if 0 < ratio <= info["prune_ratio"]]
+    assert all(acc >= acc0 - params.tolerance for acc in kept)
+    last_ratio, last_acc = info["curve"][-1]
+    if last_ratio > info["prune_ratio"]:  # it stopped on a drop (or it reached max_ratio)
+        assert last_acc < acc0 - params.tolerance
+    assert info["pruned"] == round(info["prune_ratio"] * info["neurons"])
+
+
+def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    model = clone_model(trained)
+    proj = _ffn_projection(_encoder_layers(model)[-1], model.config)
+    scores = _mean_activations(model, proj, ctx, absolute=False)
+    info = FinePruning(FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
+    assert sorted(pruned_rows(model, info["layer"] - 1)) == sorted(torch.argsort(scores)[:16].tolist())
+
+
+def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
+    short, long = demo_small.train[0], max(demo_small.train[:60], key=lambda ex: len(ex.text))
+    model = trained
+    proj = _ffn_projection(_encoder_layers(model)[-1], model.config)
+    alone = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
+    both = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
+    solo_long = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
+    n_short = len(make_defense_ctx(REQUIRES).encode([short]).input_ids[0])
+    n_long = len(make_defense_ctx(REQUIRES).encode([long]).input_ids[0])
+    expected = (alone * n_short + solo_long * n_long) / (n_short + n_long)  # token-weighted, no pad tokens
+    assert torch.allclose(both, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_cached_dev_accuracy_equals_full_evaluation(trained, make_defense_ctx, layer):
+    ctx = make_defense_ctx(REQUIRES)
+    model = trained.eval()
+    layers = _encoder_layers(model)
+    proj = _ffn_projection(layers[layer], model.config)
+    original = (proj.weight.detach().clone(), proj.bias.detach().clone())
+    dev = _DevReplay(model, layers, layer, ctx)
+    for pruned in ([], list(range(0, 64, 2)), list(range(60))):
+        _set_mask(proj, original, pruned)
+        assert dev.accuracy() == ctx.accuracy(model, ctx.clean_dev)
+    assert all(isinstance(m, type(layers[1])) for m in layers)  # the replay swap was undone
+
+
+def test_requires_clean_dev(trained, make_defense_ctx):
+    with pytest.raises(ThreatModelError):
+        FinePruning().purify(trained, make_defense_ctx({"clean_data"}))
+
+
+def test_params_are_frozen_and_documented():
+    params = FinePruning.Params()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.tolerance = 0.1  # type: ignore[misc]
+    assert FinePruning.requires == frozenset(REQUIRES)
