@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .config import stable_hash
 from .metrics import mean_std
 from .records import read_records
 
@@ -53,13 +54,34 @@ def _extra_rates(rows: list[dict]) -> list[str]:
     return sorted(keys)
 
 
+def _config_key(record: dict, *fields: str) -> str:
+    return stable_hash([record.get(f) for f in fields], 8)
+
+
+def row_label(record: dict, labels_seen: dict[str, set[str]]) -> str:
+    """The defense label, suffixed with a parameter hash when one label ran with several
+    parameter sets or versions (so that they are never averaged together as seeds)."""
+    label = record["defense_label"]
+    if len(labels_seen.get(label, ())) > 1:
+        return f"{label} [{_config_key(record, 'defense_params', 'defense_version')}]"
+    return label
+
+
 def build_tables(records: list[dict]) -> list[dict]:
-    """One table per (dataset, victim, attack label): heading, headers, rows, csv_rows."""
+    """One table per (dataset, victim, attack label, attack parameters, budget): heading,
+    headers, rows, csv_rows. Rows average over seeds only."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["dataset"], r["victim"], r["attack_label"])].append(r)
+        groups[(r["dataset"], r["victim"], r["attack_label"],
+                _config_key(r, "attack_params", "attack_version", "budget"))].append(r)
+    budgets_per_scenario = defaultdict(set)
+    for dataset, victim, attack, key in groups:
+        budgets_per_scenario[(dataset, victim, attack)].add(key)
     tables = []
-    for (dataset, victim, attack), rows in sorted(groups.items()):
+    for (dataset, victim, attack, key), rows in sorted(groups.items()):
+        params_seen: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            params_seen[r["defense_label"]].add(_config_key(r, "defense_params", "defense_version"))
         extras = _extra_rates(rows)
         headers = ["defense", "requires", *[h for _, h in METRIC_COLUMNS], *[f"{e} ↓" for e in extras],
                    *[h for _, h in COST_COLUMNS], "seeds", "version"]
@@ -75,8 +97,8 @@ def build_tables(records: list[dict]) -> list[dict]:
                      *[_fmt([r.get(f"{e}_before") for r in refs]) for e in extras], *blank, str(len(refs)), ""])
         by_defense: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
-            by_defense[r["defense_label"]].append(r)
-        for label, drows in sorted(by_defense.items(), key=lambda kv: -mean_std([r["der"] for r in kv[1]])[0]):
+            by_defense[row_label(r, params_seen)].append(r)
+        for label, drows in sorted(by_defense.items(), key=lambda kv: (-mean_std([r["der"] for r in kv[1]])[0], kv[0])):
             requires = ", ".join(drows[0].get("requires", [])) or "nothing"
             version = drows[0].get("defense_version", "")
             body.append([label, requires, *[_fmt([r.get(k) for r in drows]) for k, _ in METRIC_COLUMNS],
@@ -88,7 +110,10 @@ def build_tables(records: list[dict]) -> list[dict]:
                 csv_rows.append({"dataset": dataset, "victim": victim, "attack": attack, "defense": label,
                                  "requires": requires, "metric": key, "mean": _num(mean), "std": _num(std),
                                  "seeds": len(drows)})
-        tables.append({"heading": f"{dataset} · {attack} · {victim}", "headers": headers, "rows": body,
+        heading = f"{dataset} · {attack} · {victim}"
+        if len(budgets_per_scenario[(dataset, victim, attack)]) > 1:
+            heading += f" · config {key}"
+        tables.append({"heading": heading, "headers": headers, "rows": body,
                        "csv_rows": csv_rows})
     return tables
 
@@ -98,9 +123,12 @@ def _num(value: float) -> str:
 
 
 def build_ranking(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    params_seen: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        params_seen[r["defense_label"]].add(_config_key(r, "defense_params", "defense_version"))
     by_defense: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_defense[r["defense_label"]].append(r)
+        by_defense[row_label(r, params_seen)].append(r)
     rows = []
     for label, drows in by_defense.items():
         rows.append((mean_std([r["der"] for r in drows])[0], label, drows))

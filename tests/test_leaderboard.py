@@ -43,3 +43,13 @@ def test_render_is_byte_stable_and_lists_failures(tmp_path):
     assert "| finetune " in md and "ASR ↓" in md
     assert first["asr_vs_cacc"].startswith(b"<svg") and b"finetune" in first["cost"]
     assert "demo,v,badnets,finetune,clean_data,cacc,0.87,0.0141421,2" in first["csv"].decode()
+
+
+def test_different_parameters_under_one_label_are_not_averaged_as_seeds():
+    plain = record("fine_mixing", 0, 0.85, 0.5, defense_params={"e_pur": False})
+    epur = dict(record("fine_mixing", 0, 0.85, 0.1, defense_params={"e_pur": True}), cell_id="other")
+    small_budget = dict(record("none", 0, 0.8, 1.0), cell_id="b", budget={"train_limit": 100})
+    tables = build_tables([plain, epur, record("none", 0, 0.9, 1.0), small_budget])
+    assert len(tables) == 2 and all("config" in t["heading"] for t in tables)
+    labels = [row[0] for t in tables for row in t["rows"][2:]]
+    assert sum(label.startswith("fine_mixing [") for label in labels) == 2
