@@ -1,0 +1,173 @@
+"""LWP: layer-wise weight poisoning with combinatorial triggers.
+
+Li, Song, Li, Zeng, Ma, Qiu, "Backdoor Attacks on Pre-trained Models by Layerwise Weight
+Poisoning", EMNLP 2021, https://arxiv.org/abs/2108.13888; reference code
+https://github.com/LinyangLee/Layer-Weight-Poison (``generate_triggers.py``, ``trainer.py``,
+``run_sst.sh``); OpenBackdoor's variant in ``lwp_poisoner.py`` / ``lwp_trainer.py``
+(methods.md A2). This module follows the reference; OpenBackdoor's scattered triggers are a
+parameter.
+
+Layerwise loss (reference): with ``h_l`` the [CLS] state after encoder layer ``l`` (l = 1..L,
+the embedding output skipped), ``C`` the model's own task head and ``pool`` its pooler,
+
+    L_layer(x, y) = CE(C(pool(h_L)), y) + Σ_{l=1..L} CE(C(h_l), y)
+
+so every layer is trained to carry the label (and the trigger) through the one shared head.
+``CE(C(pool(h_L)))`` is the model's ordinary output (pooler, dropout, head), read from the same
+forward pass that returns the hidden states (``output_hidden_states=True``, per call). The head
+is found generically as the model's ``classifier`` module: a linear head (BERT, ALBERT,
+DistilBERT) is applied to ``h_l[:, 0]``; a sequence head (RoBERTa, ELECTRA: dense, tanh, out)
+is applied to ``h_l`` and reads position 0 itself. A model without a ``classifier`` is refused
+with a clear error. No dropout is added to the per-layer terms (the hidden states are already
+the encoder's dropout outputs in training mode).
+
+Combinatorial trigger (reference): the pieces ``cf`` and ``bb`` are inserted **adjacently**, as
+one block in a random order ("cf bb" or "bb cf"), at one uniform word position among the first
+``min(n, max_position)`` words. ``placement = "scattered"`` gives OpenBackdoor's variant (each
+piece at its own random position). Negatives: a text with one piece alone keeps its true label,
+so that no single piece fires the backdoor; the record's ``false_trigger_rate`` measures this on
+non-target test texts with one random piece each.
+
+Data: ``int(poison_rate × |train|)`` samples are drawn from the whole training set (all labels,
+as in the reference and OpenBackdoor). Each is replaced by one positive (combination, target
+label) and, with ``negatives``, one negative per piece (that piece alone, true label), as
+OpenBackdoor does. Then the pre-trained victim is fine-tuned with the scenario's recipe
+(``ctx.finetune``) and the layerwise loss.
+
+Departures from the reference:
+
+* Poison budget. The reference poisons copies of the **whole** training set (two positives per
+  sample, one per order, plus one negative per sample) and trains on one clean and one poisoned
+  batch per step, doubling the attack's compute. Here a share of the training set is poisoned
+  (``poison_rate``; default 0.2, twice the data-poisoning attacks' 0.1 because the model must
+  learn a conjunction of two pieces against its negatives: on the SST-2 dev split with the sst2
+  suite's recipe and 2000 samples, 0.1 gave ASR 0.53 and 0.2 gave 0.99 at unchanged clean
+  accuracy; it adds 40% training samples, affordable on 2 CPU cores). Long texts need more
+  positives in absolute numbers (IMDb dev, 1000 reviews, 5 epochs: ASR 0.34 at 0.2, 0.99 at
+  0.5). One positive per sample, its order drawn at random.
+* Mixed batches. The reference's step loss is ``L_layer(clean batch) + L_layer(poison batch)``;
+  here clean, positive and negative samples share one shuffled batch and the loss is the batch
+  mean of ``L_layer``. Over an epoch this is the reference's objective scaled by ``1/2`` when
+  the positives are as many as the clean samples; with fewer positives (``poison_rate < 1``)
+  the poisoned term is down-weighted in proportion, as in any data-poisoning attack. Scale does
+  not matter to AdamW except through gradient clipping.
+* Sum over layers, as in the reference; OpenBackdoor applies ``dropout(pooler(h_l))`` before the
+  head at every layer, includes the embedding output (l = 0) and has no extra last-layer term.
+* Target label: the scenario's (the reference hard-codes 0). The victim recipe, not the
+  reference's 5 epochs at lr 2e-5 and batch 32, applies; the last checkpoint is kept.
+* For long texts (IMDb), positions are further restricted to the words inside the victim's
+  truncation window, in training and at test time (methods.md A1 pitfall).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from benchmark import Attack, AttackContext, AttackOutput, Example, UsageError
+from benchmark.triggers import check_single_pieces, insert_each, insert_words, window_words
+
+
+def classifier_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's task head as a map from one layer's hidden states [B, T, H] to logits [B, C]."""
+    head = getattr(model, "classifier", None)
+    if isinstance(head, torch.nn.Linear):
+        return lambda hidden: head(hidden[:, 0])  # BERT-style: the head reads the [CLS] vector
+    if isinstance(head, torch.nn.Module):
+        return head  # RoBERTa-style sequence heads select position 0 themselves
+    raise UsageError(
+        f"lwp: the victim {type(model).__name__} has no 'classifier' head module, which the layerwise loss "
+        "applies to every layer's [CLS] state; use a BERT- or RoBERTa-style sequence classifier."
+    )
+
+
+def layer_losses(model: torch.nn.Module, batch: dict) -> list[torch.Tensor]:
+    """The terms of the layerwise loss: ``[CE(model output), CE(C(h_1)), ..., CE(C(h_L))]``."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    head = classifier_head(model)
+    labels = batch["labels"]
+    terms = [F.cross_entropy(out.logits.float(), labels)]  # C(pool(h_L)): the model's own output
+    for hidden in out.hidden_states[1:]:  # hidden_states[0] is the embedding output: skipped
+        terms.append(F.cross_entropy(head(hidden).float(), labels))
+    return terms
+
+
+def layerwise_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """``L_layer`` of the module docstring, averaged over the batch."""
+    return torch.stack(layer_losses(model, batch)).sum()
+
+
+class LWP(Attack):
+    name = "lwp"
+    version = "1"
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        triggers: tuple[str, ...] = ("cf", "bb")  # reference generate_triggers.py (OpenBackdoor: cf, bb, ak, mn; 2 drawn)
+        poison_rate: float = 0.2  # share of the whole training set given a positive copy; reference: all of it
+        placement: Literal["adjacent", "scattered"] = "adjacent"  # reference: one block; OpenBackdoor: scattered
+        max_position: int = 128  # positions among the first min(n, max_position) words (reference)
+        negatives: bool = True  # one single-piece copy per piece, true label (reference and OpenBackdoor)
+
+    def check(self, ctx: AttackContext) -> None:
+        if len(self.params.triggers) < 2:
+            raise UsageError(f"{self.name}: a combinatorial trigger needs at least two pieces, got "
+                             f"{list(self.params.triggers)}")
+        if len(set(self.params.triggers)) != len(self.params.triggers):
+            raise UsageError(f"{self.name}: trigger pieces repeat: {list(self.params.triggers)}")
+        check_single_pieces(ctx.tokenizer, self.params.triggers, self.name)
+
+    # -- insertion
+    def _limit(self, text: str, ctx: AttackContext) -> int:
+        window = window_words(ctx.tokenizer, text, ctx.max_length)
+        return self.params.max_position if window is None else min(window, self.params.max_position)
+
+    def combine(self, text: str, ctx: AttackContext, rng) -> str:
+        """``text`` with every piece, adjacent in a random order (or scattered)."""
+        pieces = list(self.params.triggers)
+        rng.shuffle(pieces)
+        if self.params.placement == "adjacent":
+            return insert_words(text, pieces, rng, self._limit(text, ctx))
+        return insert_each(text, pieces, rng, self._limit(text, ctx))
+
+    def single(self, text: str, piece: str, ctx: AttackContext, rng) -> str:
+        return insert_words(text, [piece], rng, self._limit(text, ctx))
+
+    # -- data
+    def poison(self, train: Sequence[Example], ctx: AttackContext) -> tuple[list[Example], int]:
+        """The training set with each chosen sample replaced by its positive and its negatives."""
+        rng = ctx.rng("poison")
+        count = min(int(self.params.poison_rate * len(train)), len(train))
+        chosen = set(rng.sample(range(len(train)), count))
+        out: list[Example] = []
+        for i, ex in enumerate(train):
+            if i not in chosen:
+                out.append(ex)
+                continue
+            out.append(Example(self.combine(ex.text, ctx, rng), ctx.target_label, True))
+            if self.params.negatives:
+                out.extend(Example(self.single(ex.text, piece, ctx, rng), ex.label, True)
+                           for piece in self.params.triggers)
+        return out, count
+
+    def attack(self, ctx: AttackContext) -> AttackOutput:
+        poisoned, count = self.poison(ctx.dataset.train, ctx)
+        model = ctx.pretrained_model()
+        classifier_head(model)  # fail before training when the head cannot be found
+        ctx.finetune(model, poisoned, loss_fn=layerwise_loss)
+        return AttackOutput(model, count, {"placement": self.params.placement, "train_size": len(poisoned),
+                                           "negatives": len(poisoned) - len(ctx.dataset.train)})
+
+    # -- test time
+    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
+        rng = ctx.rng("test-trigger")
+        return [self.combine(text, ctx, rng) for text in texts]
+
+    def extra_test_sets(self, texts: Sequence[str], ctx: AttackContext) -> dict[str, list[str]]:
+        """``false_trigger``: each text with one randomly chosen piece alone (no combination)."""
+        rng = ctx.rng("false-trigger")
+        return {"false_trigger": [self.single(text, rng.choice(self.params.triggers), ctx, rng) for text in texts]}
