@@ -47,6 +47,7 @@ import torch
 
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
 from benchmark.encoding import iterate_batches
+from benchmark.victims import encoder_layers
 
 
 class FinePruning(Defense):
@@ -69,7 +70,7 @@ class FinePruning(Defense):
         if not 0 < p.step <= 1 or not 0 < p.max_ratio <= 1 or p.tolerance < 0:
             raise PluginError(f"{self.name}: need 0 < step <= 1, 0 < max_ratio <= 1, tolerance >= 0; got {p}")
         model.to(ctx.runtime.device).eval()
-        layers = _encoder_layers(model)
+        layers = encoder_layers(model)
         index = _layer_index(p.layer, len(layers), self.name)
         proj = _ffn_projection(layers[index], model.config)
         n = proj.out_features
@@ -116,14 +117,6 @@ class FinePruning(Defense):
 
 
 # --------------------------------------------------------------------------- model access
-
-def _encoder_layers(model) -> torch.nn.ModuleList:
-    """The encoder's layer stack: the base model's ModuleList of ``num_hidden_layers`` entries."""
-    n = model.config.num_hidden_layers
-    for module in model.base_model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise PluginError(f"fine_pruning: found no ModuleList of {n} encoder layers in {type(model).__name__}")
 
 
 def _ffn_projection(layer: torch.nn.Module, config) -> torch.nn.Linear:

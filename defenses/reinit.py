@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
+from benchmark.victims import encoder_layers
 
 
 class Reinit(Defense):
@@ -58,22 +59,13 @@ class Reinit(Defense):
         elif p.mode == "head":
             info["reset"] = reset_head(model, generator)
         else:
-            layers = _encoder_layers(model)
+            layers = encoder_layers(model)
             if not 1 <= p.k <= len(layers):
                 raise PluginError(f"{self.name}: k must be in 1..{len(layers)}, got {p.k}")
             source = ctx.pretrained_model() if p.to == "pretrained" else None
             info.update(k=p.k, to=p.to, reset=reset_top(model, p.k, source, generator))
         ctx.finetune(model, ctx.clean_data, lr=p.lr, epochs=p.epochs)
         return DefenseOutput(model, info=info)
-
-
-def _encoder_layers(model) -> torch.nn.ModuleList:
-    """The encoder's layer stack: the base model's ModuleList of ``num_hidden_layers`` entries."""
-    n = model.config.num_hidden_layers
-    for module in model.base_model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise PluginError(f"reinit: found no ModuleList of {n} encoder layers in {type(model).__name__}")
 
 
 @torch.no_grad()
@@ -113,10 +105,10 @@ def reset_top(model, k: int, source, generator: torch.Generator) -> list[str]:
     """Reset the top ``k`` encoder layers and the pooler to ``source``'s (θ_Pre) or, when
     ``source`` is None, to random init; the task head is always re-drawn."""
     std = getattr(model.config, "initializer_range", 0.02)
-    layers = _encoder_layers(model)
+    layers = encoder_layers(model)
     names = []
     if source is not None:
-        src_layers, src_pooler = _encoder_layers(source), getattr(source.base_model, "pooler", None)
+        src_layers, src_pooler = encoder_layers(source), getattr(source.base_model, "pooler", None)
     for i in range(len(layers) - k, len(layers)):
         if source is not None:
             layers[i].load_state_dict(src_layers[i].state_dict())

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from benchmark import DefenseOutput, ThreatModelError
-from benchmark.victims import clone_model
+from benchmark.victims import clone_model, encoder_layers
 from defenses.fine_pruning import (
     FinePruning,
     _DevReplay,
-    _encoder_layers,
     _ffn_projection,
     _mean_activations,
     _set_mask,
@@ -31,7 +30,7 @@ def trained(tiny_model, make_defense_ctx):
 
 
 def pruned_rows(model, layer_index):
-    proj = _ffn_projection(_encoder_layers(model)[layer_index], model.config)
+    proj = _ffn_projection(encoder_layers(model)[layer_index], model.config)
     return ((proj.weight == 0).all(1) & (proj.bias == 0)).nonzero().flatten().tolist()
 
 
@@ -63,7 +62,7 @@ def test_stopping_rule_keeps_the_last_ratio_within_tolerance(trained, make_defen
 def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
-    proj = _ffn_projection(_encoder_layers(model)[-1], model.config)
+    proj = _ffn_projection(encoder_layers(model)[-1], model.config)
     scores = _mean_activations(model, proj, ctx, absolute=False)
     info = FinePruning(FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
     assert sorted(pruned_rows(model, info["layer"] - 1)) == sorted(torch.argsort(scores)[:16].tolist())
@@ -72,7 +71,7 @@ def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
 def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
     short, long = demo_small.train[0], max(demo_small.train[:60], key=lambda ex: len(ex.text))
     model = trained
-    proj = _ffn_projection(_encoder_layers(model)[-1], model.config)
+    proj = _ffn_projection(encoder_layers(model)[-1], model.config)
     alone = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
     both = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
     solo_long = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
@@ -86,7 +85,7 @@ def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
 def test_cached_dev_accuracy_equals_full_evaluation(trained, make_defense_ctx, layer):
     ctx = make_defense_ctx(REQUIRES)
     model = trained.eval()
-    layers = _encoder_layers(model)
+    layers = encoder_layers(model)
     proj = _ffn_projection(layers[layer], model.config)
     original = (proj.weight.detach().clone(), proj.bias.detach().clone())
     dev = _DevReplay(model, layers, layer, ctx)
