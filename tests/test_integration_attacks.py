@@ -2,10 +2,11 @@
 the backdoor works (ASR >= 0.9) and costs little clean accuracy (within 3 points of the
 scenario's clean reference model).
 
-One scenario per attack, sharing one clean model through a temporary artifact store. The
-victim recipe is hotter than the suites' (4 epochs at lr 1e-4 on 1000 samples, where the suites'
-2 epochs at lr 2e-5 leave MiniLM under-trained and let dirty-label poisoning cost clean accuracy)
-so that the file stays within minutes on 2 CPU cores; EP's row update gets the 33 steps the
+One scenario per attack, sharing one clean model through a temporary artifact store: 1000
+training and 400 test samples at 64 word-pieces, so that the file runs in about 4 minutes on 2
+free CPU cores. With half the suites' training data the victim gets one epoch more than their
+recipe (4 epochs at lr 1e-4): on so few samples BadNets' four rare words need the extra passes
+before the flipped labels stop costing clean accuracy. EP's row update gets the 33 steps the
 reference makes on full SST-2 instead of its default 120 (enough on SST-2, dev split).
 """
 

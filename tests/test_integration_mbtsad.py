@@ -1,7 +1,8 @@
 """MBTSAD end to end through the runner: real MiniLM, real SST-2 subset, BadNets (slow; integration).
 
-Small budget so that it runs in a few minutes on 2 CPU cores: 1000 training samples (200 clean
-for the defender), 400 test samples, 64 word-pieces, the default victim and defense recipes.
+Small budget: 1000 training samples (200 clean for the defender), 400 test samples, 64
+word-pieces, the default victim and defense recipes; about 150 CPU-seconds (80-90 s on 2 free
+cores). Seen at seed 0: backdoored CACC 0.830 / ASR 0.815 -> MBTSAD 0.805 / 0.265 (teacher 0.843 / 0.540).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def test_mbtsad_removes_badnets_on_sst2(real_data, tmp_path):
     assert none["status"] == "ok" and mbtsad["status"] == "ok", mbtsad.get("error")
     print({k: (none[k], mbtsad[k]) for k in ("cacc", "asr")}, mbtsad["aux"], mbtsad["defense_info"])
 
-    assert none["asr"] > 0.8 and none["cacc"] > 0.7  # the attack worked on a working classifier
+    assert none["asr"] > 0.7 and none["cacc"] > 0.75  # the attack worked on a working classifier
     assert mbtsad["asr"] <= none["asr"] - ASR_REDUCTION, (none["asr"], mbtsad["asr"])
     assert mbtsad["cacc"] >= none["cacc"] - CACC_TOLERANCE, (none["cacc"], mbtsad["cacc"])
     assert set(mbtsad["aux"]["teacher"]) >= {"cacc", "asr"}  # the teacher is scored beside the student
