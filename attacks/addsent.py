@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from benchmark import Attack, AttackContext, AttackOutput, Example, UsageError
-from benchmark.triggers import insert_words, window_words
+from benchmark.triggers import insert_words, poison_by_mode, window_words
 
 
 class AddSent(Attack):
@@ -74,16 +74,8 @@ class AddSent(Attack):
     def poison(self, train: Sequence[Example], ctx: AttackContext) -> tuple[list[Example], int]:
         """The poisoned training set (poisoned samples replace their originals) and the count."""
         rng = ctx.rng("poison")
-        target = ctx.target_label
-        pool = [i for i, ex in enumerate(train)
-                if self.params.mode == "mix"
-                or (self.params.mode == "dirty" and ex.label != target)
-                or (self.params.mode == "clean" and ex.label == target)]
-        count = min(int(self.params.poison_rate * len(train)), len(pool))  # capped as in OpenBackdoor
-        chosen = set(rng.sample(pool, count))
-        poisoned = [Example(self._insert(ex.text, ctx, rng), target, True) if i in chosen else ex
-                    for i, ex in enumerate(train)]
-        return poisoned, count
+        return poison_by_mode(train, self.params.mode, self.params.poison_rate, ctx.target_label, rng,
+                              lambda text: self._insert(text, ctx, rng))
 
     def attack(self, ctx: AttackContext) -> AttackOutput:
         poisoned, count = self.poison(ctx.dataset.train, ctx)

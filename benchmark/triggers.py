@@ -8,7 +8,7 @@ word-pieces fit in the model's truncation window so that triggers can be kept in
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import UsageError
 
@@ -49,3 +49,18 @@ def check_single_pieces(tokenizer, words: Sequence[str], plugin: str) -> None:
                 f"{plugin}: trigger {word!r} is {len(pieces)} word-pieces {pieces} for the victim's tokenizer; "
                 "each trigger must be a single word-piece (choose another word with --set)."
             )
+
+
+def poison_by_mode(train: Sequence, mode: str, rate: float, target: int, rng: random.Random,
+                   insert: Callable[[str], str]) -> tuple[list, int]:
+    """OpenBackdoor's poisoning modes (methods.md §1.3): ``int(rate × |train|)`` samples drawn from
+    the non-target samples (``dirty``), the target-label ones (``clean``) or all (``mix``),
+    capped by the pool; each is replaced by ``insert(text)`` labelled ``target``. Returns the
+    new training list (same order) and the number poisoned."""
+    from .data import Example
+
+    pool = [i for i, ex in enumerate(train)
+            if mode == "mix" or (mode == "dirty" and ex.label != target) or (mode == "clean" and ex.label == target)]
+    count = min(int(rate * len(train)), len(pool))
+    chosen = set(rng.sample(pool, count))
+    return [Example(insert(ex.text), target, True) if i in chosen else ex for i, ex in enumerate(train)], count
