@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -57,32 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _suite_from_args(args):
-    from .config import budget_from, suite_from_toml
+    from .config import _plugin_specs, suite_from_toml
     from .registry import read_registry_toml
 
     suite = suite_from_toml(args.suite, read_registry_toml())
-    changes = {}
+    fields = {}
     if args.dataset:
-        changes["datasets"] = tuple(args.dataset)
+        fields["datasets"] = tuple(args.dataset)
     if args.victim:
-        changes["victims"] = tuple(args.victim)
-    if args.attack:
-        from .config import _plugin_specs
-
-        changes["attacks"] = _plugin_specs(args.attack, {}, "--attack")
-    if args.defense:
-        from .config import _plugin_specs
-
-        changes["defenses"] = _plugin_specs(args.defense, {}, "--defense")
+        fields["victims"] = tuple(args.victim)
     if args.seeds:
-        changes["seeds"] = tuple(args.seeds)
+        fields["seeds"] = tuple(args.seeds)
     budget_changes = {k: v for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit),
                                        ("max_length", args.max_length), ("clean_fraction", args.clean_fraction))
                       if v is not None}
     if args.epochs is not None:
         budget_changes["victim_training"] = {"epochs": args.epochs}
-    changes["budget"] = budget_from(budget_changes, suite.budget, "command line")
-    return dataclasses.replace(suite, **changes)
+    return suite.with_changes(
+        attacks=_plugin_specs(args.attack, {}, "--attack") if args.attack else None,
+        defenses=_plugin_specs(args.defense, {}, "--defense") if args.defense else None,
+        budget_changes=budget_changes, **fields)
 
 
 def _harness_config(args, out: Path):

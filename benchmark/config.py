@@ -4,8 +4,14 @@ A suite (a ``[suites.NAME]`` table of ``registry.toml``) names data sets, victim
 defenses and seeds, and a budget. Attack and defense entries are a plugin name or a table
 ``{ name = "mbtsad", label = "mbtsad-no-split", set = { split_rate = 0.0 } }`` so that one
 plugin can appear in several configurations. Parameter values resolve in this order: the
-plugin's dataclass default, the suite's ``[suites.NAME.set]`` table, the entry's own ``set``,
-then ``--set plugin.param=value`` on the command line.
+plugin's dataclass default, the suite's ``[suites.NAME.set]`` table, the data set's
+``[suites.NAME.per_dataset.DATASET.set]`` table, the entry's own ``set``, then
+``--set plugin.param=value`` on the command line.
+
+``[suites.NAME.per_dataset.DATASET]`` also takes budget keys (``train_limit``, ``max_length``,
+``[victim_training]``, ...) that replace the suite's for that data set only: long IMDb reviews
+need a smaller training subset than SST-2 sentences for the same compute. Command-line budget
+options replace both.
 """
 
 from __future__ import annotations
@@ -53,6 +59,15 @@ class PluginSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class DatasetPlan:
+    """What one data set of a suite runs: its budget and its configured plugins."""
+
+    budget: Budget
+    attacks: tuple[PluginSpec, ...]
+    defenses: tuple[PluginSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Suite:
     name: str
     datasets: tuple[str, ...]
@@ -62,6 +77,22 @@ class Suite:
     seeds: tuple[int, ...]
     budget: Budget
     description: str = ""
+    per_dataset: tuple[tuple[str, DatasetPlan], ...] = ()  # data sets whose plan differs
+
+    def plan(self, dataset: str) -> DatasetPlan:
+        return dict(self.per_dataset).get(dataset, DatasetPlan(self.budget, self.attacks, self.defenses))
+
+    def with_changes(self, *, attacks=None, defenses=None, budget_changes: Mapping[str, Any] | None = None,
+                     **fields) -> Suite:
+        """A copy with plugins replaced and budget fields changed everywhere (suite and data sets)."""
+        def change(plan: DatasetPlan) -> DatasetPlan:
+            return DatasetPlan(budget_from(budget_changes or {}, plan.budget, "command line"),
+                               plan.attacks if attacks is None else attacks,
+                               plan.defenses if defenses is None else defenses)
+
+        base = change(DatasetPlan(self.budget, self.attacks, self.defenses))
+        return dataclasses.replace(self, budget=base.budget, attacks=base.attacks, defenses=base.defenses,
+                                   per_dataset=tuple((d, change(p)) for d, p in self.per_dataset), **fields)
 
 
 def _train_config(raw: Mapping[str, Any], base: TrainConfig, where: str) -> TrainConfig:
@@ -107,8 +138,29 @@ def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], w
     return tuple(specs)
 
 
-SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seeds", "set",
+SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seeds", "set", "per_dataset",
               "victim_training", "defense_training", *BUDGET_FIELDS}
+PER_DATASET_KEYS = {"set", "victim_training", "defense_training", *BUDGET_FIELDS}
+
+
+def _per_dataset(raw: Mapping[str, Any], budget: Budget, common: Mapping[str, Mapping[str, Any]],
+                 where: str) -> tuple[tuple[str, DatasetPlan], ...]:
+    plans = []
+    datasets = raw.get("datasets", ["demo"])
+    for dataset, table in raw.get("per_dataset", {}).items():
+        here = f"{where}.per_dataset.{dataset}"
+        if dataset not in datasets:
+            raise UsageError(f"{here}: {dataset!r} is not one of the suite's datasets {datasets}")
+        unknown = set(table) - PER_DATASET_KEYS
+        if unknown:
+            raise UsageError(f"{here}: unknown keys {sorted(unknown)}; known: {sorted(PER_DATASET_KEYS)}")
+        own = table.get("set", {})
+        merged = {name: {**common.get(name, {}), **own.get(name, {})} for name in {*common, *own}}
+        plans.append((dataset, DatasetPlan(
+            budget=budget_from(table, budget, here),
+            attacks=_plugin_specs(raw.get("attacks", ["badnets"]), merged, f"{here}.attacks"),
+            defenses=_plugin_specs(raw.get("defenses", ["none"]), merged, f"{here}.defenses"))))
+    return tuple(plans)
 
 
 def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
@@ -121,6 +173,7 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
     if unknown:
         raise UsageError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(SUITE_KEYS)}")
     common = raw.get("set", {})
+    budget = budget_from(raw, Budget(), where)
     return Suite(
         name=name,
         datasets=tuple(raw.get("datasets", ["demo"])),
@@ -128,8 +181,9 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
         attacks=_plugin_specs(raw.get("attacks", ["badnets"]), common, f"{where}.attacks"),
         defenses=_plugin_specs(raw.get("defenses", ["none"]), common, f"{where}.defenses"),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])),
-        budget=budget_from(raw, Budget(), where),
+        budget=budget,
         description=raw.get("description", ""),
+        per_dataset=_per_dataset(raw, budget, common, where),
     )
 
 

@@ -69,9 +69,12 @@ class CellSpec:
 
 def expand(suite: Suite) -> list[CellSpec]:
     """The suite's cells, grouped by scenario (datasets, victims, attacks, seeds, then defenses)."""
-    return [CellSpec(d, v, a, df, s, suite.budget)
-            for d in suite.datasets for v in suite.victims for a in suite.attacks for s in suite.seeds
-            for df in suite.defenses]
+    cells = []
+    for dataset in suite.datasets:
+        plan = suite.plan(dataset)
+        cells += [CellSpec(dataset, v, a, df, s, plan.budget)
+                  for v in suite.victims for a in plan.attacks for s in suite.seeds for df in plan.defenses]
+    return cells
 
 
 def resolved_params(registry: Registry, kind: str, spec: PluginSpec, config: HarnessConfig):

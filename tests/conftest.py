@@ -26,7 +26,8 @@ def tiny_vocab() -> list[str]:
         for w in phrase.lower().replace(",", " , ").replace(".", " . ").replace("'", " ' ").split():
             words.add(w)
     words.update([",", ".", "'", "not", "at", "all", "is", "and", "but", "first", "overall", "s", "the"])
-    pieces = [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = [f"##{c}" for c in letters] + [c for c in letters if c not in words]  # every token once
     return SPECIALS + sorted(words) + pieces
 
 

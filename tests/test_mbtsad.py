@@ -91,25 +91,11 @@ def test_wordpiece_unit_cuts_pieces(tiny_tokenizer):
     assert out.count(" ") - text.count(" ") == sum(splittable(text[s:e]) for s, e in spans)
 
 
-@pytest.fixture
-def victim(tiny_model, tiny_tokenizer):
-    """tiny_model with an embedding row for every id: conftest's tiny_vocab() lists "a", "i" and
-    "s" twice (word and letter piece), so ids run past vocab_size; split words reach those ids."""
-
-    def make():
-        model = tiny_model()
-        torch.manual_seed(0)
-        model.resize_token_embeddings(max(tiny_tokenizer.get_vocab().values()) + 1)
-        return model
-
-    return make
-
-
 # --------------------------------------------------------------------------- distillation terms
 
 @pytest.fixture
-def pair(victim):
-    student, teacher = victim(), victim()
+def pair(tiny_model):
+    student, teacher = tiny_model(), tiny_model()
     torch.manual_seed(1)
     with torch.no_grad():
         for p in teacher.parameters():
@@ -153,8 +139,8 @@ def test_padding_is_masked(pair, tiny_tokenizer):
             assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-7), key
 
 
-def test_dropout_off_restores(victim):
-    model = victim()
+def test_dropout_off_restores(tiny_model):
+    model = tiny_model()
     before = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert before and max(before) > 0
     with dropout_off(model):
@@ -187,8 +173,8 @@ def run_purify(model, ctx, **params):
     return out, calls
 
 
-def test_purify_teacher_frozen_student_updated(victim, ctx):
-    model = victim()
+def test_purify_teacher_frozen_student_updated(tiny_model, ctx):
+    model = tiny_model()
     original = copy.deepcopy(model.state_dict())
     out, calls = run_purify(model, ctx)
     assert isinstance(out, DefenseOutput) and out.model is model
@@ -214,8 +200,8 @@ def test_purify_teacher_frozen_student_updated(victim, ctx):
     ({"alpha": 0.0, "beta": 0.0}, {}),
     ({"alpha": 0.0, "unit": "wordpiece", "layers": (2,)}, {}),
 ])
-def test_ablation_switches(victim, ctx, params, expect):
-    out = MBTSAD(MBTSAD.Params(**params)).purify(victim(), ctx)
+def test_ablation_switches(tiny_model, ctx, params, expect):
+    out = MBTSAD(MBTSAD.Params(**params)).purify(tiny_model(), ctx)
     for key, value in expect.items():
         assert out.info[key] == value, key
     last = out.info["loss_last"]
@@ -223,12 +209,12 @@ def test_ablation_switches(victim, ctx, params, expect):
     assert (last["hidden"] == 0) == (params.get("beta", 1) == 0)
 
 
-def test_purify_is_deterministic(victim, ctx):
-    a = MBTSAD().purify(victim(), ctx).model.state_dict()
-    b = MBTSAD().purify(victim(), ctx).model.state_dict()
+def test_purify_is_deterministic(tiny_model, ctx):
+    a = MBTSAD().purify(tiny_model(), ctx).model.state_dict()
+    b = MBTSAD().purify(tiny_model(), ctx).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bad_params_raise(victim, ctx):
+def test_bad_params_raise(tiny_model, ctx):
     with pytest.raises(UsageError, match="split_rate"):
-        MBTSAD(MBTSAD.Params(split_rate=1.5)).purify(victim(), ctx)
+        MBTSAD(MBTSAD.Params(split_rate=1.5)).purify(tiny_model(), ctx)

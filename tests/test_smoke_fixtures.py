@@ -5,3 +5,9 @@ def test_tiny_victim_loads_and_trains(tiny_model, tiny_tokenizer, attack_ctx, de
     attack_ctx.finetune(model, demo_small.train)
     after = attack_ctx.accuracy(model, demo_small.test)
     assert after > max(before, 0.6)
+
+
+def test_tiny_vocab_ids_fit_the_model(tiny_tokenizer, tiny_model):
+    ids = tiny_tokenizer.get_vocab().values()
+    assert sorted(ids) == list(range(len(ids)))
+    assert max(ids) < tiny_model().config.vocab_size

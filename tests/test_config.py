@@ -1,0 +1,47 @@
+import pytest
+
+from benchmark.config import suite_from_toml
+from benchmark.errors import UsageError
+from benchmark.registry import read_registry_toml
+from benchmark.runner import expand
+
+TABLE = {"suites": {"two": {
+    "datasets": ["sst2", "imdb"], "attacks": ["badnets"], "defenses": ["none", "finetune"], "seeds": [0, 1],
+    "train_limit": 2000, "set": {"badnets": {"poison_rate": 0.2}},
+    "per_dataset": {"imdb": {"train_limit": 500, "max_length": 256, "victim_training": {"epochs": 2},
+                             "set": {"badnets": {"num_triggers": 3}}}},
+}}}
+
+
+def test_per_dataset_budget_and_parameters_apply_to_that_dataset_only():
+    cells = expand(suite_from_toml("two", TABLE))
+    by_dataset = {c.dataset: c for c in cells}
+    assert len(cells) == 2 * 2 * 2
+    sst2, imdb = by_dataset["sst2"], by_dataset["imdb"]
+    assert (sst2.budget.train_limit, sst2.budget.max_length, sst2.budget.victim_training.epochs) == (2000, 128, 3)
+    assert (imdb.budget.train_limit, imdb.budget.max_length, imdb.budget.victim_training.epochs) == (500, 256, 2)
+    assert dict(sst2.attack.overrides) == {"poison_rate": 0.2}
+    assert dict(imdb.attack.overrides) == {"poison_rate": 0.2, "num_triggers": 3}
+
+
+def test_command_line_budget_replaces_per_dataset_values():
+    suite = suite_from_toml("two", TABLE).with_changes(budget_changes={"train_limit": 100})
+    assert {c.budget.train_limit for c in expand(suite)} == {100}
+    assert {c.budget.max_length for c in expand(suite) if c.dataset == "imdb"} == {256}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"per_dataset": {"sst5": {}}}, "not one of the suite's datasets"),
+    ({"per_dataset": {"imdb": {"epochs": 2}}}, "unknown keys ['epochs']"),
+])
+def test_bad_per_dataset_tables_are_named(change, message):
+    table = {"suites": {"two": {**TABLE["suites"]["two"], **change}}}
+    with pytest.raises(UsageError, match=r"per_dataset") as error:
+        suite_from_toml("two", table)
+    assert message in str(error.value)
+
+
+def test_every_registry_suite_parses():
+    registry = read_registry_toml()
+    for name in registry["suites"]:
+        assert expand(suite_from_toml(name, registry))
