@@ -32,7 +32,9 @@ def window_words(tokenizer, text: str, max_length: int, reserve: int = 8) -> int
     """How many leading words of ``text`` lie fully inside the first ``max_length - reserve``
     word-pieces (special tokens included), or None when the whole text fits."""
     budget = max_length - reserve
-    encoded = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+    # one piece past the budget tells "fits" from "cut" without encoding (and warning on) whole reviews
+    encoded = tokenizer(text, add_special_tokens=True, truncation=True, max_length=budget + 1,
+                        return_offsets_mapping=True)
     if len(encoded["input_ids"]) <= budget:
         return None
     offsets = [o for o in encoded["offset_mapping"][:budget] if o[1] > o[0]]
