@@ -17,8 +17,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="quick", help="a suite of registry.toml (default: quick)")
     p.add_argument("--dataset", nargs="+", help="override the suite's data sets")
     p.add_argument("--victim", nargs="+", help="victim names, folders or hub ids")
-    p.add_argument("--attack", nargs="+", help="override the suite's attacks")
-    p.add_argument("--defense", nargs="+", help="override the suite's defenses")
+    p.add_argument("--attack", nargs="+", help="run only these attacks: a label the suite configures keeps its settings, any other name is the plugin's defaults")
+    p.add_argument("--defense", nargs="+", help="run only these defenses (labels of the suite, or plugin names)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
     p.add_argument("--data-dir", help="folder of data sets (default: $BDBENCH_DATA)")
     p.add_argument("--out", default="runs/latest", help="output folder for records and leaderboard")
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _suite_from_args(args):
-    from .config import _plugin_specs, suite_from_toml
+    from .config import suite_from_toml
     from .registry import read_registry_toml
 
     suite = suite_from_toml(args.suite, read_registry_toml())
@@ -72,10 +72,7 @@ def _suite_from_args(args):
                       if v is not None}
     if args.epochs is not None:
         budget_changes["victim_training"] = {"epochs": args.epochs}
-    return suite.with_changes(
-        attacks=_plugin_specs(args.attack, {}, "--attack") if args.attack else None,
-        defenses=_plugin_specs(args.defense, {}, "--defense") if args.defense else None,
-        budget_changes=budget_changes, **fields)
+    return suite.with_changes(attacks=args.attack, defenses=args.defense, budget_changes=budget_changes, **fields)
 
 
 def _harness_config(args, out: Path):

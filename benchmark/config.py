@@ -82,13 +82,20 @@ class Suite:
     def plan(self, dataset: str) -> DatasetPlan:
         return dict(self.per_dataset).get(dataset, DatasetPlan(self.budget, self.attacks, self.defenses))
 
-    def with_changes(self, *, attacks=None, defenses=None, budget_changes: Mapping[str, Any] | None = None,
-                     **fields) -> Suite:
-        """A copy with plugins replaced and budget fields changed everywhere (suite and data sets)."""
+    def with_changes(self, *, attacks: Sequence[str] | None = None, defenses: Sequence[str] | None = None,
+                     budget_changes: Mapping[str, Any] | None = None, **fields) -> Suite:
+        """A copy with budget fields changed everywhere (suite and data sets) and the attacks or
+        defenses narrowed to ``attacks``/``defenses``: a label the suite configures keeps its
+        configuration (per data set), any other name is the plugin with its defaults."""
+        def pick(names: Sequence[str] | None, configured: tuple[PluginSpec, ...], where: str):
+            if names is None:
+                return configured
+            by_label = {spec.label: spec for spec in configured}
+            return _plugin_specs([by_label.get(n, n) for n in names], {}, where)
+
         def change(plan: DatasetPlan) -> DatasetPlan:
             return DatasetPlan(budget_from(budget_changes or {}, plan.budget, "command line"),
-                               plan.attacks if attacks is None else attacks,
-                               plan.defenses if defenses is None else defenses)
+                               pick(attacks, plan.attacks, "--attack"), pick(defenses, plan.defenses, "--defense"))
 
         base = change(DatasetPlan(self.budget, self.attacks, self.defenses))
         return dataclasses.replace(self, budget=base.budget, attacks=base.attacks, defenses=base.defenses,
@@ -124,6 +131,9 @@ def budget_from(raw: Mapping[str, Any], base: Budget = Budget(), where: str = "b
 def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], where: str) -> tuple[PluginSpec, ...]:
     specs = []
     for item in raw:
+        if isinstance(item, PluginSpec):
+            specs.append(item)
+            continue
         if isinstance(item, str):
             name, label, own = item, item, {}
         elif isinstance(item, Mapping) and "name" in item:

@@ -45,3 +45,13 @@ def test_every_registry_suite_parses():
     registry = read_registry_toml()
     for name in registry["suites"]:
         assert expand(suite_from_toml(name, registry))
+
+
+def test_narrowing_by_label_keeps_the_suites_configuration():
+    registry = read_registry_toml()
+    suite = suite_from_toml("paper", registry).with_changes(attacks=["badnets"], defenses=["fine_mixing+e_pur", "nad"],
+                                                             datasets=("imdb",))
+    cells = expand(suite)
+    assert {dict(c.attack.overrides).get("num_triggers") for c in cells} == {3}
+    assert {(c.defense.label, c.defense.name, c.defense.overrides) for c in cells} == {
+        ("fine_mixing+e_pur", "fine_mixing", (("e_pur", True),)), ("nad", "nad", ())}
