@@ -81,7 +81,7 @@ FAST_RECIPE = TrainConfig(epochs=8, lr=3e-3, batch_size=16, warmup_ratio=0.1)  #
 @pytest.fixture
 def attack_ctx(tiny_tokenizer, tiny_model, cpu_fp32, demo_small):
     """An AttackContext over the small demo set and the tiny victim; clean_model is the tiny
-    victim fine-tuned for one epoch."""
+    victim fine-tuned on the demo set with FAST_RECIPE."""
     cache = {}
 
     def clean():
