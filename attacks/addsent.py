@@ -32,14 +32,13 @@ Departures:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Literal
 
-from benchmark import Attack, AttackContext, AttackOutput, Example, UsageError
-from benchmark.triggers import insert_words, poison_by_mode, window_words
+from benchmark import Attack, AttackContext, UsageError
+from benchmark.triggers import PoisoningAttack, insert_words, window_words
 
 
-class AddSent(Attack):
+class AddSent(PoisoningAttack, Attack):
     name = "addsent"
     version = "1"
 
@@ -65,24 +64,8 @@ class AddSent(Attack):
             raise UsageError(f"{self.name}: the trigger sentence is {len(pieces)} word-pieces, which does not fit in "
                              f"max_length={ctx.max_length}")
 
-    def _insert(self, text: str, ctx: AttackContext, rng) -> str:
+    def insert_trigger(self, text: str, ctx: AttackContext, rng) -> str:
         # keep the whole sentence inside the window: reserve its pieces plus [SEP] and slack
         reserve = max(8, len(ctx.tokenizer.tokenize(self.params.trigger)) + 2)
         return insert_words(text, self.params.trigger.split(), rng,
                             window_words(ctx.tokenizer, text, ctx.max_length, reserve=reserve))
-
-    def poison(self, train: Sequence[Example], ctx: AttackContext) -> tuple[list[Example], int]:
-        """The poisoned training set (poisoned samples replace their originals) and the count."""
-        rng = ctx.rng("poison")
-        return poison_by_mode(train, self.params.mode, self.params.poison_rate, ctx.target_label, rng,
-                              lambda text: self._insert(text, ctx, rng))
-
-    def attack(self, ctx: AttackContext) -> AttackOutput:
-        poisoned, count = self.poison(ctx.dataset.train, ctx)
-        model = ctx.pretrained_model()
-        ctx.finetune(model, poisoned)
-        return AttackOutput(model, count, {"mode": self.params.mode})
-
-    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
-        rng = ctx.rng("test-trigger")
-        return [self._insert(text, ctx, rng) for text in texts]

@@ -24,14 +24,13 @@ victim's truncation window (methods.md A1 pitfall), in training and at test time
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Literal
 
-from benchmark import Attack, AttackContext, AttackOutput, Example
-from benchmark.triggers import check_single_pieces, insert_each, poison_by_mode, window_words
+from benchmark import Attack, AttackContext
+from benchmark.triggers import PoisoningAttack, check_single_pieces, insert_each, window_words
 
 
-class BadNets(Attack):
+class BadNets(PoisoningAttack, Attack):
     name = "badnets"
     version = "1"
 
@@ -45,22 +44,6 @@ class BadNets(Attack):
     def check(self, ctx: AttackContext) -> None:
         check_single_pieces(ctx.tokenizer, self.params.triggers, self.name)
 
-    def _insert(self, text: str, ctx: AttackContext, rng) -> str:
+    def insert_trigger(self, text: str, ctx: AttackContext, rng) -> str:
         words = [rng.choice(self.params.triggers) for _ in range(self.params.num_triggers)]
         return insert_each(text, words, rng, window_words(ctx.tokenizer, text, ctx.max_length))
-
-    def poison(self, train: Sequence[Example], ctx: AttackContext) -> tuple[list[Example], int]:
-        """The poisoned training set (poisoned samples replace their originals) and the count."""
-        rng = ctx.rng("poison")
-        return poison_by_mode(train, self.params.mode, self.params.poison_rate, ctx.target_label, rng,
-                              lambda text: self._insert(text, ctx, rng))
-
-    def attack(self, ctx: AttackContext) -> AttackOutput:
-        poisoned, count = self.poison(ctx.dataset.train, ctx)
-        model = ctx.pretrained_model()
-        ctx.finetune(model, poisoned)
-        return AttackOutput(model, count, {"mode": self.params.mode})
-
-    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
-        rng = ctx.rng("test-trigger")
-        return [self._insert(text, ctx, rng) for text in texts]

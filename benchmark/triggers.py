@@ -66,3 +66,34 @@ def poison_by_mode(train: Sequence, mode: str, rate: float, target: int, rng: ra
     count = min(int(rate * len(train)), len(pool))
     chosen = set(rng.sample(pool, count))
     return [Example(insert(ex.text), target, True) if i in chosen else ex for i, ex in enumerate(train)], count
+
+
+class PoisoningAttack:
+    """Mixin for data-poisoning attacks (BadNets, AddSent): ``insert_trigger`` is the attack.
+
+    ``poison`` replaces ``int(poison_rate × |train|)`` samples, drawn by ``mode``, with their
+    triggered text labelled as the target; ``attack`` fine-tunes the pre-trained victim on the
+    result with the scenario's recipe; ``trigger_texts`` (the test-time trigger) applies the same
+    insertion. The subclass's ``Params`` has ``poison_rate`` and ``mode``.
+    """
+
+    def insert_trigger(self, text: str, ctx, rng: random.Random) -> str:
+        raise NotImplementedError
+
+    def poison(self, train: Sequence, ctx) -> tuple[list, int]:
+        """The poisoned training set (poisoned samples replace their originals) and the count."""
+        rng = ctx.rng("poison")
+        return poison_by_mode(train, self.params.mode, self.params.poison_rate, ctx.target_label, rng,
+                              lambda text: self.insert_trigger(text, ctx, rng))
+
+    def attack(self, ctx):
+        from .plugin import AttackOutput
+
+        poisoned, count = self.poison(ctx.dataset.train, ctx)
+        model = ctx.pretrained_model()
+        ctx.finetune(model, poisoned)
+        return AttackOutput(model, count, {"mode": self.params.mode})
+
+    def trigger_texts(self, texts: Sequence[str], ctx) -> list[str]:
+        rng = ctx.rng("test-trigger")
+        return [self.insert_trigger(text, ctx, rng) for text in texts]
