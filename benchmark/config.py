@@ -153,10 +153,10 @@ SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seed
 PER_DATASET_KEYS = {"set", "victim_training", "defense_training", *BUDGET_FIELDS}
 
 
-def _per_dataset(raw: Mapping[str, Any], budget: Budget, common: Mapping[str, Mapping[str, Any]],
+def _per_dataset(raw: Mapping[str, Any], datasets: Sequence[str], attacks: Sequence[Any], defenses: Sequence[Any],
+                 budget: Budget, common: Mapping[str, Mapping[str, Any]],
                  where: str) -> tuple[tuple[str, DatasetPlan], ...]:
     plans = []
-    datasets = raw.get("datasets", ["demo"])
     for dataset, table in raw.get("per_dataset", {}).items():
         here = f"{where}.per_dataset.{dataset}"
         if dataset not in datasets:
@@ -168,8 +168,8 @@ def _per_dataset(raw: Mapping[str, Any], budget: Budget, common: Mapping[str, Ma
         merged = {name: {**common.get(name, {}), **own.get(name, {})} for name in {*common, *own}}
         plans.append((dataset, DatasetPlan(
             budget=budget_from(table, budget, here),
-            attacks=_plugin_specs(raw.get("attacks", ["badnets"]), merged, f"{here}.attacks"),
-            defenses=_plugin_specs(raw.get("defenses", ["none"]), merged, f"{here}.defenses"))))
+            attacks=_plugin_specs(attacks, merged, f"{here}.attacks"),
+            defenses=_plugin_specs(defenses, merged, f"{here}.defenses"))))
     return tuple(plans)
 
 
@@ -184,16 +184,17 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
         raise UsageError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(SUITE_KEYS)}")
     common = raw.get("set", {})
     budget = budget_from(raw, Budget(), where)
+    datasets, attacks, defenses = raw.get("datasets", ["demo"]), raw.get("attacks", ["badnets"]), raw.get("defenses", ["none"])
     return Suite(
         name=name,
-        datasets=tuple(raw.get("datasets", ["demo"])),
+        datasets=tuple(datasets),
         victims=tuple(raw.get("victims", [DEFAULT_VICTIM])),
-        attacks=_plugin_specs(raw.get("attacks", ["badnets"]), common, f"{where}.attacks"),
-        defenses=_plugin_specs(raw.get("defenses", ["none"]), common, f"{where}.defenses"),
+        attacks=_plugin_specs(attacks, common, f"{where}.attacks"),
+        defenses=_plugin_specs(defenses, common, f"{where}.defenses"),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])),
         budget=budget,
         description=raw.get("description", ""),
-        per_dataset=_per_dataset(raw, budget, common, where),
+        per_dataset=_per_dataset(raw, datasets, attacks, defenses, budget, common, where),
     )
 
 
