@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="render DIR/records.jsonl into tables and plots")
     board.add_argument("dir")
     board.add_argument("--latex", action="store_true", help="also write leaderboard.tex")
+    board.add_argument("--open", action="store_true", help="open leaderboard.html in the web browser")
     sub.add_parser("list", help="list plugins, data sets and suites")
     new = sub.add_parser("new-defense", help="scaffold a third-party defense plugin package")
     new.add_argument("name")
@@ -103,6 +104,7 @@ def cmd_run(args) -> int:
     print(f"{len(records) - len(failed)} cells ok, {len(failed)} failed; records: {out / 'records.jsonl'}")
     print(f"leaderboard: {paths['md']}")
     print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    print(f"page: {paths['html']}")
     return 1 if failed else 0
 
 
@@ -122,6 +124,10 @@ def cmd_leaderboard(args) -> int:
     paths = render_leaderboard(Path(args.dir), latex=args.latex)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(paths["html"].resolve().as_uri())
     return 0
 
 
