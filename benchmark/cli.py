@@ -35,6 +35,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading pickle checkpoints (unsafe)")
     p.add_argument("--executor", default="local", help="where cells run (local)")
+    p.add_argument("--isolation", default="process", choices=["process", "sandbox", "none"],
+                   help="where each defense runs: its own process with only its declared assets (default), "
+                        "that process in a bubblewrap sandbox hiding the store and data, or in-process "
+                        "(trusted plugins only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +87,7 @@ def _harness_config(args, out: Path):
     sets = parse_set_options(args.sets)
     store = Path(args.store) if args.store else out.parent / "store"
     return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
-                         precision=args.precision, allow_pickle=args.allow_pickle,
+                         precision=args.precision, allow_pickle=args.allow_pickle, isolation=args.isolation,
                          overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
 
 

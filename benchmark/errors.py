@@ -35,6 +35,10 @@ class TrainingError(BdbenchError):
     """The training loop hit a non-finite loss or another unrecoverable state."""
 
 
+class EvaluationError(BdbenchError):
+    """A model that cannot be scored (non-finite logits): its cell fails with this message."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A suffix for error messages: the closest known names, then all of them."""
     choices = sorted(choices)

@@ -1,15 +1,23 @@
 """The runner: expands a suite into cells, hands them to an executor, writes records.
 
 A cell (scenario × defense) is a pure function of its :class:`CellSpec`, the
-:class:`HarnessConfig` and the artifact store, so a local executor and a distributed one give
-the same records. :class:`LocalExecutor` runs cells in this process, in scenario order so that
-a prepared scenario (its backdoored model in memory) is reused by all its defenses. A Ray
-executor implements the same ``run`` method by submitting :func:`run_cell` as remote tasks
-against a store all workers can read.
+:class:`HarnessConfig` and the artifact store, so every executor gives the same records.
+:class:`LocalExecutor` runs cells in this process, in scenario order so that a prepared scenario
+(its backdoored model in memory) is reused by all its defenses.
+
+Each defense runs where only its declared assets exist (:mod:`benchmark.isolation`): a child
+process that receives the backdoored weights, the tokenizer and what ``requires`` grants, and
+returns weights that the harness evaluates. The harness keeps no process-wide state: a
+:class:`Harness` is passed, never found through a module global.
+
+Concurrent runs on one ``--out`` share the work: before computing a cell the driver claims it
+(:func:`benchmark.records.claim_cell`); a cell another run holds is deferred, and once its lock
+is free it is skipped if that run finished it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -21,18 +29,19 @@ from typing import Protocol
 
 import torch
 
-from . import measure
+from . import isolation, measure
 from .config import Budget, PluginSpec, Suite, stable_hash
-from .data import Dataset, load_dataset
+from .data import Dataset, clean_subset, load_dataset
 from .errors import BdbenchError, UsageError
+from .fingerprint import DigestCache, folder_fingerprint
 from .metrics import der
 from .params import params_to_dict, resolve_params
 from .plugin import Attack, Defense, DefenseContext, DefenseOutput
 from .provenance import provenance
-from .records import append_record, finished_cells, sanitize
+from .records import append_record, check_writable, claim_cell, finished_cells, records_end, sanitize
 from .registry import Registry, default_registry
 from .runtime import Runtime, resolve_runtime
-from .scenario import Scenario, dataset_fingerprint, evaluate, prepare_scenario
+from .scenario import Scenario, dataset_fingerprint, evaluate, prepare_scenario, same_weights
 from .store import ArtifactStore
 from .victims import clone_model, load_classifier, load_tokenizer, resolve_victim
 
@@ -49,6 +58,7 @@ class HarnessConfig:
     precision: str = "auto"
     allow_pickle: bool = False
     overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin
+    isolation: str = "process"  # where a defense runs: process, sandbox or none (benchmark.isolation)
 
     def overrides_for(self, plugin: str) -> dict[str, str]:
         return dict(dict(self.overrides).get(plugin, ()))
@@ -105,16 +115,18 @@ def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: Harnes
 
 
 class Harness:
-    """Runs cells in one process, memoising data, tokenizers, pre-trained weights and the
-    current scenario."""
+    """Runs cells in one process, memoising data, tokenizers, pre-trained weights, victim
+    fingerprints and the current scenario."""
 
     def __init__(self, config: HarnessConfig, registry: Registry | None = None):
         self.config = config
         self.registry = registry or default_registry()
         self.runtime: Runtime = resolve_runtime(config.device, config.precision)
         self.store = ArtifactStore(config.store_dir)
+        self._digests = DigestCache(Path(config.store_dir) / "file-digests.json")
         self._datasets: dict[str, tuple[Dataset, str]] = {}
         self._tokenizers: dict[str, object] = {}
+        self._victim_fps: dict[str, str] = {}
         self._pretrained: dict[tuple[str, int], torch.nn.Module] = {}
         self._scenario: tuple[tuple, Scenario | BaseException] | None = None
 
@@ -129,6 +141,14 @@ class Harness:
         if victim not in self._tokenizers:
             self._tokenizers[victim] = load_tokenizer(resolve_victim(victim).location)
         return self._tokenizers[victim]
+
+    def victim_fingerprint(self, victim: str) -> str:
+        """A digest of the victim folder's files (weights, config, tokenizer), or the hub id."""
+        if victim not in self._victim_fps:
+            source = resolve_victim(victim)
+            self._victim_fps[victim] = (folder_fingerprint(source.location, self._digests) if source.is_local
+                                        else f"hub:{source.location}")
+        return self._victim_fps[victim]
 
     def pretrained_loader(self, victim: str, num_labels: int, seed: int) -> Callable[[], torch.nn.Module]:
         """Fresh copies of the victim's pre-trained weights; the new head is seeded by ``seed``."""
@@ -158,13 +178,14 @@ class Harness:
                 dataset, fingerprint = self.dataset(cell.dataset)
                 attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
                 attack: Attack = attack_cls(attack_params)
+                victim = resolve_victim(cell.victim)
                 scenario = prepare_scenario(
-                    store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=resolve_victim(cell.victim),
-                    tokenizer=self.tokenizer(cell.victim),
+                    store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=victim,
+                    victim_fp=self.victim_fingerprint(cell.victim), tokenizer=self.tokenizer(cell.victim),
                     pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed),
-                    attack=attack, attack_spec=cell.attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime)
+                    attack=attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime)
                 self._scenario = (key, scenario)
-            except Exception as exc:  # remembered: every defense of this scenario fails the same way
+            except (Exception, SystemExit) as exc:  # remembered: every defense of this scenario fails the same way
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
                 self._scenario = (key, exc)
         result = self._scenario[1]
@@ -185,11 +206,11 @@ class Harness:
 
     # -- one cell
     def run_cell(self, cell: CellSpec) -> dict:
-        record = self._identity(cell)
+        record = self.identity(cell)
         try:
             record.update(self._run(cell))
             record["status"] = "ok"
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin's sys.exit fails its cell, not the run
             where = getattr(exc, "__traceback_text__", None) or traceback.format_exc()
             log.error("cell %s failed: %s", record["cell_id"], exc)
             record["status"] = "failed"
@@ -198,23 +219,10 @@ class Harness:
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return sanitize(record)
 
-    def _identity(self, cell: CellSpec) -> dict:
-        identity = {
-            "dataset": cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
-            "attack_label": cell.attack.label, "defense": cell.defense.name, "defense_label": cell.defense.label,
-            "seed": cell.seed, "budget": cell.budget.as_dict(),
-            "attack_overrides": {**dict(cell.attack.overrides), **self.config.overrides_for(cell.attack.name)},
-            "defense_overrides": {**dict(cell.defense.overrides), **self.config.overrides_for(cell.defense.name)},
-            "precision": self.runtime.precision, "device_type": self.runtime.device.type,
-        }
-        config_hash = stable_hash(identity)
-        return {**{k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
-                                             "defense_label", "seed", "budget")},
-                "cell_id": config_hash,
-                "provenance": provenance(config_hash, self.runtime.precision, self.runtime.device.type)}
+    def identity(self, cell: CellSpec) -> dict:
+        return cell_identity(cell, self.config, self.runtime)
 
     def _run(self, cell: CellSpec) -> dict:
-        budget = cell.budget
         defense_cls, defense_params = resolved_params(self.registry, "defense", cell.defense, self.config)
         attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
         defense: Defense = defense_cls(defense_params)
@@ -225,81 +233,161 @@ class Harness:
                "requires": sorted(defense.requires), "scenario_id": scenario.scenario_id,
                "cacc_before": before["cacc"], "asr_before": before["asr"], "cacc_clean": scenario.clean_meta["cacc"],
                "asr_clean": scenario.attack_meta["clean_model_metrics"]["asr"],
+               "clean_cost": scenario.clean_meta["cost"],
                "attack_cost": scenario.attack_meta["cost"], "attack_info": scenario.attack_meta["info"],
-               "poisoned_count": scenario.attack_meta["poisoned_count"]}
+               "poisoned_count": scenario.attack_meta["poisoned_count"], "isolation": self.config.isolation}
         out.update({f"{k}_before": v for k, v in before.items() if k.endswith("_rate")})
 
         # -- the defense, seeing only what it declared
-        ctx = self._defense_context(defense, cell, scenario)
-        model = clone_model(scenario.backdoored)
-        with measure.phase("defense", self.runtime.device) as cost:
-            result = defense.purify(model, ctx)
-        output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
+        assets = self._granted_assets(defense, cell, scenario)
+        model, aux_models, info, costs = self._purify(defense, cell, scenario, assets)
 
         # -- evaluation of the purified model (and of any auxiliary model, e.g. a teacher)
         args = (scenario.tokenizer, scenario.splits.test, scenario.triggered_test, scenario.extra_sets,
-                scenario.target_label, budget.max_length, self.runtime)
+                scenario.target_label, cell.budget.max_length, self.runtime)
         with measure.phase("evaluation", self.runtime.device) as eval_cost:
-            metrics = evaluate(output.model, *args)
-            aux = {name: evaluate(aux_model, *args) for name, aux_model in output.aux_models.items()}
+            # unchanged weights score what the backdoored model scored (evaluation is deterministic)
+            metrics = dict(before) if same_weights(model, scenario.backdoored) else evaluate(model, *args)
+            aux = {name: evaluate(aux_model, *args) for name, aux_model in aux_models.items()}
         out.update(metrics)
         out["aux"] = aux
         out["delta_cacc"] = out["cacc_before"] - metrics["cacc"]
         out["delta_asr"] = out["asr_before"] - metrics["asr"]
         out["der"] = der(out["cacc_before"], out["asr_before"], metrics["cacc"], metrics["asr"])
-        out["defense_info"] = output.info
-        costs = cost.as_dict()
+        out["defense_info"] = info
         out.update({k: costs[k] for k in ("wall_s", "cpu_s", "gpu_s", "peak_gpu_mb", "peak_rss_mb", "device",
                                           "train_samples", "train_tokens")})
         out["eval_cost"] = eval_cost.as_dict()
-        out["clean_size"] = len(ctx._clean_data) if ctx._clean_data is not None else 0
+        out["clean_size"] = len(assets.get("clean_data", ()))
         return out
 
-    def _defense_context(self, defense: Defense, cell: CellSpec, scenario: Scenario) -> DefenseContext:
-        from .data import clean_subset
-
-        budget = cell.budget
+    def _granted_assets(self, defense: Defense, cell: CellSpec, scenario: Scenario) -> dict:
+        """Exactly what ``defense.requires`` grants (pre-trained weights are handled apart)."""
         granted = defense.requires
-        dataset, _ = self.dataset(cell.dataset)
+        assets: dict = {}
+        if "clean_data" in granted:
+            assets["clean_data"] = [(ex.text, ex.label)
+                                    for ex in clean_subset(scenario.splits.train, cell.budget.clean_fraction, cell.seed)]
+        if "clean_dev" in granted:
+            assets["clean_dev"] = [(ex.text, ex.label) for ex in scenario.splits.dev]
+        if "target_label" in granted:
+            assets["target_label"] = scenario.target_label
+        return assets
+
+    def _purify(self, defense: Defense, cell: CellSpec, scenario: Scenario, assets: dict):
+        """Run the defense (isolated unless ``isolation`` is none): (model, aux models, info, cost)."""
+        num_labels = scenario.num_labels
+        pretrained = (self.pretrained_loader(cell.victim, num_labels, cell.seed)
+                      if "pretrained_weights" in defense.requires else None)
+        if self.config.isolation == "none":
+            ctx = self._defense_context(defense, cell, scenario, assets, pretrained)
+            with measure.phase("defense", self.runtime.device) as cost:
+                result = defense.purify(clone_model(scenario.backdoored), ctx)
+            output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
+            return output.model, output.aux_models, output.info, cost.as_dict()
+        job = isolation.DefenseJob(
+            defense_class=isolation.class_path(type(defense)), defense_name=defense.name,
+            params=params_to_dict(defense.params), requires=sorted(defense.requires), num_labels=num_labels,
+            max_length=cell.budget.max_length, seed=cell.seed,
+            train_config=dataclasses.asdict(cell.budget.defense_training), device=str(self.runtime.device),
+            precision=self.runtime.precision, threads=torch.get_num_threads())
+        hidden = [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", "")]
+        with isolation.private_folder() as folder:
+            isolation.write_inputs(folder, job, scenario.backdoored, scenario.tokenizer, assets, pretrained)
+            isolation.run_isolated(folder, self.config.isolation, hidden)
+            result = isolation.read_result(folder, defense.name)
+        return result.model, result.aux_models, result.info, result.cost
+
+    def _defense_context(self, defense: Defense, cell: CellSpec, scenario: Scenario, assets: dict,
+                         pretrained) -> DefenseContext:
+        from .data import Example
+
+        def examples(key):
+            return tuple(Example(t, y) for t, y in assets[key]) if key in assets else None
+
         return DefenseContext(
-            tokenizer=scenario.tokenizer, runtime=self.runtime, max_length=budget.max_length, seed=cell.seed,
-            train_config=budget.defense_training, defense_name=defense.name, requires=frozenset(granted),
-            _clean_data=clean_subset(scenario.splits.train, budget.clean_fraction, cell.seed)
-            if "clean_data" in granted else None,
-            _clean_dev=scenario.splits.dev if "clean_dev" in granted else None,
-            _pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed)
-            if "pretrained_weights" in granted else None,
-            _target_label=scenario.target_label if "target_label" in granted else None,
-        )
+            tokenizer=scenario.tokenizer, runtime=self.runtime, max_length=cell.budget.max_length, seed=cell.seed,
+            train_config=cell.budget.defense_training, defense_name=defense.name,
+            requires=frozenset(defense.requires), _clean_data=examples("clean_data"),
+            _clean_dev=examples("clean_dev"), _pretrained=pretrained, _target_label=assets.get("target_label"))
+
+
+def cell_identity(cell: CellSpec, config: HarnessConfig, runtime: Runtime) -> dict:
+    """The record's identity fields, ``cell_id`` (a hash of all that determines the cell) and provenance."""
+    identity = {
+        "dataset": cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
+        "attack_label": cell.attack.label, "defense": cell.defense.name, "defense_label": cell.defense.label,
+        "seed": cell.seed, "budget": cell.budget.as_dict(),
+        "attack_overrides": {**dict(cell.attack.overrides), **config.overrides_for(cell.attack.name)},
+        "defense_overrides": {**dict(cell.defense.overrides), **config.overrides_for(cell.defense.name)},
+        "precision": runtime.precision, "device_type": runtime.device.type,
+    }
+    config_hash = stable_hash(identity)
+    return {**{k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
+                                         "defense_label", "seed", "budget")},
+            "cell_id": config_hash,
+            "provenance": provenance(config_hash, runtime.precision, runtime.device.type)}
 
 
 # --------------------------------------------------------------------------- executors
 
 class Executor(Protocol):
-    def run(self, cells: Sequence[CellSpec], config: HarnessConfig) -> Iterator[dict]:
-        """Yield one record per cell, in any order."""
-
-
-_HARNESSES: dict[HarnessConfig, Harness] = {}
-
-
-def run_cell(cell: CellSpec, config: HarnessConfig) -> dict:
-    """The unit of work an executor schedules: pure in (cell, config, store)."""
-    if config not in _HARNESSES:
-        _HARNESSES.clear()
-        _HARNESSES[config] = Harness(config)
-    return _HARNESSES[config].run_cell(cell)
+    def run(self, cells: Iterator[CellSpec], config: HarnessConfig, registry: Registry) -> Iterator[dict]:
+        """Yield one record per cell drawn from ``cells``; draw a cell only when ready to start it."""
 
 
 class LocalExecutor:
     """Runs cells one after another in this process."""
 
-    def run(self, cells: Sequence[CellSpec], config: HarnessConfig) -> Iterator[dict]:
+    def run(self, cells: Iterator[CellSpec], config: HarnessConfig, registry: Registry) -> Iterator[dict]:
+        harness = Harness(config, registry)
         for cell in cells:
-            yield run_cell(cell, config)
+            yield harness.run_cell(cell)
 
 
 EXECUTORS: Mapping[str, Callable[[], Executor]] = {"local": LocalExecutor}
+
+
+class _Claims:
+    """The driver's side of cell claims: hands out cells this run may compute, deferring those
+    another run holds, and skipping those it finished meanwhile."""
+
+    def __init__(self, out_dir: Path, todo: list[tuple[CellSpec, str]], done: set[str], start: int):
+        self.out_dir, self.start = out_dir, start
+        self.pending = list(todo)
+        self.done = set(done)
+        self.held: dict[str, contextlib.ExitStack] = {}
+        self.by_cell: dict[CellSpec, str] = {}
+
+    def _finished_elsewhere(self, cell_id: str) -> bool:
+        return cell_id in finished_cells(self.out_dir, start=self.start) or cell_id in self.done
+
+    def cells(self) -> Iterator[CellSpec]:
+        deferred: list[tuple[CellSpec, str]] = []
+        for wait, queue in ((False, self.pending), (True, deferred)):
+            for cell, cell_id in queue:
+                stack = contextlib.ExitStack()
+                claimed = stack.enter_context(claim_cell(self.out_dir, cell_id, wait=wait))
+                if not claimed:
+                    stack.close()
+                    deferred.append((cell, cell_id))
+                    continue
+                if self._finished_elsewhere(cell_id):
+                    stack.close()
+                    log.info("cell %s was finished by another run; skipped", cell_id)
+                    continue
+                self.held[cell_id] = stack
+                self.by_cell[cell] = cell_id
+                yield cell
+
+    def release(self, cell_id: str) -> None:
+        stack = self.held.pop(cell_id, None)
+        if stack is not None:
+            stack.close()
+
+    def release_all(self) -> None:
+        for cell_id in list(self.held):
+            self.release(cell_id)
 
 
 def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
@@ -307,25 +395,34 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
               registry: Registry | None = None) -> list[dict]:
     """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends."""
     registry = registry or default_registry()
+    isolation.check_isolation(config.isolation)
     validate_cells(cells, registry, config)
-    harness = Harness(config, registry)
-    harness.check_inputs(cells)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    checker = Harness(config, registry)
+    checker.check_inputs(cells)
+    runtime = checker.runtime
+    del checker  # workers build their own harness; the driver keeps none
+    start = records_end(out_dir)
     done = finished_cells(out_dir) if resume else set()
-    todo = [c for c in cells if harness._identity(c)["cell_id"] not in done]
+    todo = [(c, cell_identity(c, config, runtime)["cell_id"]) for c in cells]
+    todo = [(c, cid) for c, cid in todo if cid not in done]
     if len(todo) < len(cells):
         log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
-    _HARNESSES.clear()
-    _HARNESSES[config] = harness
+    claims = _Claims(out_dir, todo, done, start)
     records = []
-    for record in (executor or LocalExecutor()).run(todo, config):
-        append_record(out_dir, record)
-        registry.notify_record(record)
-        records.append(record)
-        summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
-                   if record["status"] == "ok" else f"FAILED: {record.get('error')}")
-        log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
-                 record["defense_label"], record["victim"], record["seed"], summary)
+    try:
+        for record in (executor or LocalExecutor()).run(claims.cells(), config, registry):
+            append_record(out_dir, record)
+            claims.release(record["cell_id"])
+            registry.notify_record(record)
+            records.append(record)
+            summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
+                       if record["status"] == "ok" else f"FAILED: {record.get('error')}")
+            log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
+                     record["defense_label"], record["victim"], record["seed"], summary)
+    finally:
+        claims.release_all()
     return records
 
 

@@ -16,7 +16,7 @@ import math
 import torch
 
 from . import measure
-from .config import Budget, PluginSpec, stable_hash
+from .config import Budget, stable_hash
 from .data import Dataset, Example, balanced_subset
 from .metrics import attack_success_rate, clean_accuracy
 from .params import params_to_dict
@@ -70,11 +70,13 @@ class Scenario:
 
 def evaluate(model, tokenizer, scenario_splits_test: tuple[Example, ...], triggered: list[str],
              extra_sets: dict[str, list[str]], target_label: int, max_length: int, runtime: Runtime) -> dict:
-    """CACC on the clean test split, ASR on the triggered texts, ``<name>_rate`` on extras."""
+    """CACC on the clean test split (when given), ASR on the triggered texts, ``<name>_rate`` on extras."""
     from .encoding import encode
 
-    test = encode(tokenizer, scenario_splits_test, max_length)
-    metrics = {"cacc": clean_accuracy(predict(model, test, runtime), test.labels)}
+    metrics = {}
+    if scenario_splits_test:
+        test = encode(tokenizer, scenario_splits_test, max_length)
+        metrics["cacc"] = clean_accuracy(predict(model, test, runtime), test.labels)
     sets = {"asr": triggered, **{f"{name}_rate": texts for name, texts in extra_sets.items()}}
     for key, texts in sets.items():
         encoded = encode(tokenizer, [Example(t, target_label) for t in texts], max_length)
@@ -82,11 +84,22 @@ def evaluate(model, tokenizer, scenario_splits_test: tuple[Example, ...], trigge
     return metrics
 
 
-def scenario_keys(dataset_fp: str, victim: VictimSource, attack: Attack, attack_spec: PluginSpec, seed: int,
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True when two models hold bit-identical parameters and buffers (same names, same values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    return all(sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype
+               and torch.equal(sa[k].detach().cpu(), sb[k].detach().cpu()) for k in sa)
+
+
+def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack: Attack, seed: int,
                   budget: Budget, runtime: Runtime) -> tuple[str, str]:
-    """(clean model key, attacked artifact key): hashes of all that determines each."""
+    """(clean model key, attacked artifact key): hashes of all that determines each. The data
+    and the victim enter by content (``dataset_fp``: every text and label; ``victim_fp``: every
+    file of the victim folder), so new weights or data at the same path give new keys."""
     clean_identity = {
-        "dataset": dataset_fp, "victim": [victim.name, victim.location], "seed": seed,
+        "dataset": dataset_fp, "victim": victim.name, "victim_content": victim_fp, "seed": seed,
         "train_limit": budget.train_limit, "test_limit": budget.test_limit, "max_length": budget.max_length,
         "victim_training": dataclasses.asdict(budget.victim_training), "precision": runtime.precision,
         "device": runtime.device.type,
@@ -98,10 +111,10 @@ def scenario_keys(dataset_fp: str, victim: VictimSource, attack: Attack, attack_
 
 
 def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str, victim: VictimSource,
-                     tokenizer, pretrained: callable, attack: Attack, attack_spec: PluginSpec, seed: int,
+                     victim_fp: str, tokenizer, pretrained: callable, attack: Attack, seed: int,
                      budget: Budget, runtime: Runtime) -> Scenario:
     splits = Splits.limited(dataset, budget, seed)
-    clean_key, attack_key = scenario_keys(dataset_fp, victim, attack, attack_spec, seed, budget, runtime)
+    clean_key, attack_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime)
     target = budget.target_label
     nontarget_test = [ex.text for ex in splits.test if ex.label != target]
     clean_model_cache: dict[str, torch.nn.Module] = {}
@@ -135,8 +148,8 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
         triggered = attack.trigger_texts(nontarget_test, ctx)
         extras = attack.extra_test_sets(nontarget_test, ctx)
         metrics = evaluate(output.model, tokenizer, splits.test, triggered, extras, target, budget.max_length, runtime)
-        clean_asr = evaluate(clean_copy(), tokenizer, splits.test, triggered, extras, target, budget.max_length,
-                             runtime)
+        clean_asr = evaluate(clean_copy(), tokenizer, (), triggered, extras, target, budget.max_length,
+                             runtime)  # its CACC is clean_meta's
         meta = {"metrics": metrics, "clean_model_metrics": clean_asr, "cost": cost.as_dict(),
                 "poisoned_count": output.poisoned_count, "info": output.info,
                 "triggered_test": triggered, "extra_sets": extras}

@@ -5,6 +5,12 @@ clean reference model) or ``attacks`` (a backdoored model). ``key`` hashes every
 determines the artifact, so every defense of a scenario, and every later run, reuses it. An
 artifact is built in a temporary folder and renamed into place, under a per-key file lock, so
 a killed build leaves nothing half-written and two workers never build the same key twice.
+Temporary folders that a killed build left behind (``.<key>.*``) are removed the next time the
+key is built or looked up under its lock, when no other process can be writing them.
+
+On a shared file system (one store for a cluster's workers) these guarantees hold where the
+file system gives ``flock`` across machines and an atomic ``rename`` within a folder: local
+file systems and NFSv4 do; for others, give each machine its own store.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class ArtifactStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def _remove_leftovers(self, kind: str, key: str) -> None:
+        """Temporary folders of ``key`` left by a killed build (call under the key's lock)."""
+        for leftover in (self.root / kind).glob(f".{key}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
     def has(self, kind: str, key: str) -> bool:
         return (self.folder(kind, key) / "meta.json").is_file()
 
@@ -55,6 +67,7 @@ class ArtifactStore:
                      build: Callable[[], tuple[torch.nn.Module, dict]]) -> tuple[torch.nn.Module | None, dict]:
         """Return ``(model, meta)``: the model is None when it came from disk (load it lazily)."""
         with self._lock(kind, key):
+            self._remove_leftovers(kind, key)
             if self.has(kind, key):
                 return None, self.read_meta(kind, key)
             model, meta = build()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import measure
 from .encoding import EncodedSet, batch_order, collate
-from .errors import TrainingError
+from .errors import EvaluationError, TrainingError
 from .runtime import Runtime
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
@@ -156,6 +156,9 @@ def predict(model: torch.nn.Module, data: EncodedSet, runtime: Runtime, batch_si
         with runtime.autocast():
             logits = model(input_ids=batch["input_ids"].to(runtime.device),
                            attention_mask=batch["attention_mask"].to(runtime.device)).logits
+        if not bool(torch.isfinite(logits).all()):  # NaN logits argmax to class 0: never a score
+            raise EvaluationError(f"the model's logits are not finite on evaluation ({len(data)} inputs); "
+                                  "its weights hold NaN or infinite values")
         for i, label in zip(indices, logits.argmax(-1).tolist()):
             predictions[i] = label
         measure.count(samples=len(indices), tokens=int(batch["attention_mask"].sum()), training=False)

@@ -43,18 +43,6 @@ def test_resume_skips_finished_cells(tmp_path, tiny_victim_dir):
     assert len(finished_cells(tmp_path / "out")) == 2
 
 
-def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path, tiny_victim_dir, monkeypatch):
-    from defenses.finetune import FineTune
-
-    def explode(self, model, ctx):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(FineTune, "purify", explode)
-    records = run(tmp_path, tiny_victim_dir, defenses=("finetune", "none"))
-    assert [r["status"] for r in records] == ["failed", "ok"]
-    assert records[0]["error"] == "RuntimeError: boom"
-
-
 def test_bad_set_value_fails_before_any_compute(tmp_path, tiny_victim_dir):
     with pytest.raises(UsageError, match="badnets.poison_rate: expected a number"):
         run(tmp_path, tiny_victim_dir, overrides=(("badnets", (("poison_rate", "lots"),)),))

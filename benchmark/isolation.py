@@ -1,0 +1,265 @@
+"""Run a defense where only its declared assets exist.
+
+The threat model says a defense sees the backdoored model, the tokenizer and what it declared in
+``requires`` — nothing else. Declaring is not enough while the defense shares the harness's
+process: the harness's objects (the store, the test split, the triggered texts, the poisoned
+training set in the tokenization cache, the pre-trained loader) are all reachable from Python.
+So, by default (``isolation="process"``), each defense runs in a **fresh child process**:
+
+1. the harness writes, into a private temporary folder (mode 0700), the backdoored weights
+   (safetensors, with the config's ``_name_or_path`` gone), the tokenizer files, a JSON file
+   with exactly the granted assets (clean data, clean dev split, target label) and, when
+   ``pretrained_weights`` is declared, the pre-trained weights with the scenario's seeded head;
+2. a child process started from a clean interpreter (``forkserver``: forked from a server that
+   imported only torch, transformers and the plugin API, never the harness's state; ``spawn``
+   where forkserver is missing) loads those files, builds the :class:`DefenseContext`, imports
+   the defense class by module path, runs ``purify`` inside a cost phase and writes the purified
+   weights (and any auxiliary models) back as safetensors;
+3. the harness loads the weights and evaluates them itself. A defense that raises, calls
+   ``sys.exit`` or kills its process fails its own cell only.
+
+What this protects against: a defense reading harness memory (globals, caches, objects) to see
+test data, triggers, poisoned samples, the clean reference model or pre-trained weights it did
+not declare. What it does not: code can still read any file it can name (the data folder, the
+artifact store, the site-packages copy of the pre-trained weights) and use the network, since
+the child runs as the same user. ``isolation="sandbox"`` closes the file-system part where
+bubblewrap (``bwrap``) is installed: the child runs in a mount namespace where the file system is
+read-only, the artifact store and the data folders are hidden behind empty tmpfs mounts,
+``/tmp`` is empty but for its private folder (the only writable place), and the network is
+unshared too. Files outside those folders (the pre-trained weights in site-packages, say) stay
+readable: the sandbox hides the benchmark's secrets, not the machine.
+``isolation="none"`` runs the defense in the harness's process (for debugging a trusted plugin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from .errors import PluginError, UsageError
+
+ISOLATION_MODES = ("process", "sandbox", "none")
+_ASSETS = "assets.json"
+_RESULT = "result.json"
+_SPEC = "spec.json"
+
+
+class DefenseProcessError(PluginError):
+    """The defense's process ended without writing its result (killed, crashed, out of memory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseJob:
+    """Everything the child needs, besides the files in its folder (JSON-ready)."""
+
+    defense_class: str  # "module:QualifiedName"
+    defense_name: str
+    params: dict
+    requires: list[str]
+    num_labels: int
+    max_length: int
+    seed: int
+    train_config: dict
+    device: str
+    precision: str
+    threads: int
+
+
+@dataclasses.dataclass
+class DefenseResult:
+    """What came back: the purified model, auxiliary models, the defense's info and its cost."""
+
+    model: torch.nn.Module
+    aux_models: dict[str, torch.nn.Module]
+    info: dict
+    cost: dict
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    target = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target  # type: ignore[return-value]
+
+
+def check_isolation(mode: str) -> None:
+    if mode not in ISOLATION_MODES:
+        raise UsageError(f"--isolation must be one of {', '.join(ISOLATION_MODES)}, got {mode!r}")
+    if mode == "sandbox" and shutil.which("bwrap") is None:
+        raise UsageError("--isolation sandbox needs bubblewrap (the 'bwrap' command; Debian/Ubuntu: "
+                         "apt-get install bubblewrap); use --isolation process without it")
+
+
+# --------------------------------------------------------------------------- the harness's side
+
+@contextlib.contextmanager
+def private_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="bdbench-defense-"))
+    os.chmod(folder, 0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_inputs(folder: Path, job: DefenseJob, model: torch.nn.Module, tokenizer, assets: dict,
+                 pretrained: Callable[[], torch.nn.Module] | None) -> None:
+    """The child's inputs: spec, assets, backdoored weights, tokenizer, pre-trained weights if granted."""
+    from .victims import save_model
+
+    (folder / "out").mkdir()
+    (folder / _SPEC).write_text(json.dumps(dataclasses.asdict(job), sort_keys=True), encoding="utf-8")
+    (folder / _ASSETS).write_text(json.dumps(assets), encoding="utf-8")
+    save_model(model, folder / "model")
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    for config_file in (folder / "model" / "config.json",):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config.pop("_name_or_path", None)
+        config_file.write_text(json.dumps(config, indent=1, sort_keys=True), encoding="utf-8")
+    if pretrained is not None:
+        save_model(pretrained(), folder / "pretrained")
+
+
+def _context():
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["benchmark.isolation"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _sandbox_command(folder: Path, hidden: list[str]) -> list[str]:
+    """A bubblewrap command line that runs this interpreter on ``folder`` (see the docstring)."""
+    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+           "--unshare-all", "--die-with-parent", "--new-session"]
+    for path in hidden:
+        if path and Path(path).exists():
+            cmd += ["--tmpfs", str(Path(path).resolve())]
+    cmd += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
+    return [*cmd, sys.executable, "-m", "benchmark.isolation", str(folder)]
+
+
+def run_isolated(folder: Path, mode: str, hidden: list[str] = ()) -> None:
+    """Run the child on ``folder`` and wait for it; the result is in ``folder/result.json``."""
+    if mode == "sandbox":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BDBENCH_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).exists())  # plugins import alike
+        done = subprocess.run(_sandbox_command(folder, list(hidden)), env=env, check=False,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        exitcode, stderr = done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
+    else:
+        # the environment of now, not of when the fork server started
+        process = _context().Process(target=child_main, args=(str(folder), dict(os.environ)),
+                                     name="bdbench-defense")
+        process.start()
+        process.join()
+        exitcode, stderr = process.exitcode, ""
+    if not (folder / _RESULT).is_file():
+        how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
+        raise DefenseProcessError(f"the defense's process {how} before returning a model"
+                                  + (f": {stderr.strip()}" if stderr.strip() else ""))
+
+
+def read_result(folder: Path, defense_name: str) -> DefenseResult:
+    from .victims import load_classifier
+
+    result = json.loads((folder / _RESULT).read_text(encoding="utf-8"))
+    if result["status"] != "ok":
+        error = PluginError(f"defense {defense_name!r} failed: {result['error']}")
+        error.__traceback_text__ = result.get("traceback", "")  # type: ignore[attr-defined]
+        raise error
+    spec = json.loads((folder / _SPEC).read_text(encoding="utf-8"))
+    out = folder / "out"
+    model = load_classifier(out / "model", spec["num_labels"])
+    aux = {name: load_classifier(out / "aux" / name, spec["num_labels"]) for name in result["aux"]}
+    return DefenseResult(model, aux, result["info"], result["cost"])
+
+
+# --------------------------------------------------------------------------- the child's side
+
+def _build_context(folder: Path, job: DefenseJob, tokenizer):
+    from .data import Example
+    from .plugin import DefenseContext
+    from .runtime import Runtime
+    from .training import TrainConfig
+    from .victims import load_classifier
+
+    assets = json.loads((folder / _ASSETS).read_text(encoding="utf-8"))
+
+    def examples(key):
+        return tuple(Example(text, label) for text, label in assets[key]) if key in assets else None
+
+    pretrained_dir = folder / "pretrained"
+    pretrained = (lambda: load_classifier(pretrained_dir, job.num_labels)) if pretrained_dir.is_dir() else None
+    return DefenseContext(
+        tokenizer=tokenizer, runtime=Runtime(torch.device(job.device), job.precision),  # type: ignore[arg-type]
+        max_length=job.max_length, seed=job.seed, train_config=TrainConfig(**job.train_config),
+        defense_name=job.defense_name, requires=frozenset(job.requires),
+        _clean_data=examples("clean_data"), _clean_dev=examples("clean_dev"), _pretrained=pretrained,
+        _target_label=assets.get("target_label"),
+    )
+
+
+def _json_ready(value):
+    return json.loads(json.dumps(value, default=str, allow_nan=True))
+
+
+def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
+    """The child process: load the inputs, purify, write the outputs (never raises)."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    from . import measure
+    from .params import resolve_params
+    from .plugin import DefenseOutput
+    from .victims import load_classifier, load_tokenizer, save_model
+
+    folder = Path(folder_text)
+    try:
+        job = DefenseJob(**json.loads((folder / _SPEC).read_text(encoding="utf-8")))
+        torch.set_num_threads(max(1, job.threads))
+        cls = import_class(job.defense_class)
+        defense = cls(resolve_params(job.defense_name, cls.Params, job.params))
+        tokenizer = load_tokenizer(folder / "tokenizer")
+        model = load_classifier(folder / "model", job.num_labels)
+        ctx = _build_context(folder, job, tokenizer)
+        with measure.phase("defense", job.device) as cost:
+            result = defense.purify(model, ctx)
+        output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
+        if not isinstance(output.model, torch.nn.Module):
+            raise PluginError(f"defense {job.defense_name!r}: purify returned {type(output.model).__name__}, "
+                              "not a model")
+        save_model(output.model, folder / "out" / "model")
+        for name, aux_model in output.aux_models.items():
+            save_model(aux_model, folder / "out" / "aux" / name)
+        result_doc = {"status": "ok", "info": _json_ready(output.info), "cost": cost.as_dict(),
+                      "aux": sorted(output.aux_models)}
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the cell too
+        result_doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()[-4000:]}
+    tmp = folder / (_RESULT + ".tmp")
+    tmp.write_text(json.dumps(result_doc, allow_nan=True), encoding="utf-8")
+    os.replace(tmp, folder / _RESULT)
+
+
+if __name__ == "__main__":  # the sandboxed child: python -m benchmark.isolation FOLDER
+    child_main(sys.argv[1])

@@ -1,0 +1,128 @@
+"""Hostile and broken defenses for the trust tests (module level, so that the defense's own
+process can import them by name)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+
+import torch
+
+from benchmark import Defense, DefenseContext, DefenseOutput
+
+PEEK_ENV = "TRUST_PEEK_DIRS"  # folders, os.pathsep-separated, that Peek tries to list
+SECRETS_ENV = "TRUST_PROBE_SECRETS"  # a JSON file: {"texts": [...], "paths": [...]}
+HARNESS_TYPES = {"Harness", "Scenario", "ArtifactStore", "Splits", "HarnessConfig"}
+TRIGGER_WORDS = ("cf", "mn", "bb", "tq")
+
+
+class Explode(Defense):
+    name = "explode"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        raise RuntimeError("boom")
+
+
+class Exit(Defense):
+    name = "exit"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        sys.exit(3)
+
+
+class Die(Defense):
+    name = "die"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        os._exit(9)  # the process vanishes without a word, as under kill -9
+
+
+class NaNWeights(Defense):
+    name = "nan_weights"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.fill_(float("nan"))
+        return model
+
+
+def _strings_in(obj) -> list[str]:
+    """Strings held directly by a container (instance attributes live in gc-tracked dicts too)."""
+    if type(obj) is dict:
+        items = [*obj.keys(), *obj.values()]
+    elif type(obj) in (list, tuple, set, frozenset):
+        items = obj
+    else:
+        return []
+    return [item for item in items if type(item) is str]
+
+
+def probe_process(secrets: dict) -> list[str]:
+    """What a defense that declared nothing can find in its process (an empty list is the goal)."""
+    found = set()
+    texts = set(secrets.get("texts", ()))
+    paths = [p for p in secrets.get("paths", ()) if p]
+    own = {id(secrets), id(texts), id(paths), *(id(v) for v in secrets.values())}  # the probe's own copies
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("benchmark") and module is not None:
+            for attr, value in vars(module).items():
+                if type(value).__name__ in HARNESS_TYPES:
+                    found.add(f"global {module_name}.{attr}")
+                if attr == "_CACHE" and value:
+                    found.add(f"non-empty cache {module_name}._CACHE ({len(value)} entries)")
+    for obj in gc.get_objects():
+        if id(obj) in own:
+            continue
+        if type(obj).__name__ in HARNESS_TYPES and type(obj).__module__.startswith("benchmark"):
+            found.add(f"object of type {type(obj).__name__}")
+            continue
+        for text in _strings_in(obj):
+            if text in texts:
+                found.add(f"a data-set text (test, triggered or training): {text[:60]!r}")
+            elif " " in text and any(f" {w} " in f" {text} " for w in TRIGGER_WORDS):
+                found.add(f"a text holding a trigger word: {text[:60]!r}")
+            elif any(p in text for p in paths):
+                found.add(f"a harness path (store, data or victim folder): {text[:80]!r}")
+    return sorted(found)
+
+
+class Probe(Defense):
+    """Declares nothing; reports what it can reach in ``defense_info['found']``."""
+
+    name = "probe"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        with open(os.environ[SECRETS_ENV], encoding="utf-8") as handle:
+            secrets = json.load(handle)
+        found = probe_process(secrets)
+        name_or_path = str(getattr(model, "name_or_path", "")) + str(getattr(model.config, "_name_or_path", ""))
+        tokenizer_path = str(getattr(ctx.tokenizer, "name_or_path", ""))
+        for path in secrets.get("paths", ()):
+            if path and (path in name_or_path or path in tokenizer_path):
+                found.append(f"name_or_path points at {path}")
+        return DefenseOutput(model, info={"found": found})
+
+
+class Peek(Defense):
+    """Declares nothing; reports which of the folders named in ``$TRUST_PEEK_DIRS`` it can list."""
+
+    name = "peek"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        visible = []
+        for folder in os.environ.get(PEEK_ENV, "").split(os.pathsep):
+            try:
+                if folder and os.listdir(folder):
+                    visible.append(folder)
+            except OSError:
+                pass
+        return DefenseOutput(model, info={"visible": visible})
