@@ -1,20 +1,35 @@
 """Leaderboards: pure views of ``records.jsonl``; they never compute a metric.
 
-``render_leaderboard(DIR)`` writes ``leaderboard.md``, ``.csv``, ``.html`` (and ``.tex`` on
-request) and two SVG plots (``asr_vs_cacc.svg``, ``cost.svg``). One table per data set × victim
-× attack: the clean reference model and the undefended backdoored model first, then one row per
-defense with mean ± std over seeds. An overall ranking orders defenses by mean DER. The output
+``render_leaderboard(DIR)`` writes ``leaderboard.md``, ``.csv``, ``.html`` (one self-contained
+page, :mod:`benchmark.page`), ``.tex`` on request, and two plots as SVG and PNG
+(``asr_vs_cacc``, ``cost``; :mod:`benchmark.plots`). One table per data set × victim × attack
+(× configuration, where one scenario ran with several budgets or attack settings): the clean
+reference model and the undefended backdoored model first, then one row per defense with
+mean ± std over seeds. An overall ranking orders defenses by mean DER (one ranking per defense
+kind when records carry ``defense_kind``).
+
+Besides the recorded metrics, the tables show what the records already hold about each cell:
+
+* **ASR−clean**: ``asr − asr_clean`` per seed, the ASR above the clean reference model's on the
+  same triggered inputs (the floor a perfect defense reaches);
+* the **auxiliary models** a defense returned (``aux``: NAD's and MBTSAD's teacher) with their
+  CACC and ASR;
+* the **intermediate choices** a defense reported (``defense_info``, :data:`INFO_FIELDS`):
+  fine-pruning's prune ratio and pruned model, Fine-mixing's ρ, E-PUR's reset rows, NAD's β.
+
+Columns that no record of a table fills (GPU columns on a CPU run) are left out. The output
 depends only on the records (no clock, no machine), so re-rendering is byte-for-byte stable.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
@@ -23,11 +38,113 @@ from .config import stable_hash
 from .metrics import mean_std
 from .records import read_records
 
-METRIC_COLUMNS = [  # (record key, heading); the arrow says which direction is better
-    ("cacc", "CACC ↑"), ("asr", "ASR ↓"), ("delta_cacc", "ΔCACC ↓"), ("delta_asr", "ΔASR ↑"), ("der", "DER ↑"),
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric column of a table: where its value comes from and how it is shown."""
+
+    key: str  # the metric's name in leaderboard.csv
+    heading: str  # the arrow says which direction is better
+    get: Callable[[dict], float | None]  # the value of one record (one seed)
+    better: str | None = None  # "higher", "lower", or None (not ranked, no best value marked)
+    digits: int = 3
+    group: str = "metric"  # metric, extra (attack-specific rate), aux (auxiliary model), cost
+    help: str = ""  # what the column means, shown in the page's legend and tooltips
+
+
+def _field(key: str) -> Callable[[dict], float | None]:
+    return lambda r: r.get(key)
+
+
+def _minus(key: str, floor: str) -> Callable[[dict], float | None]:
+    return lambda r: None if r.get(key) is None or r.get(floor) is None else r[key] - r[floor]
+
+
+def _aux(name: str, metric: str) -> Callable[[dict], float | None]:
+    return lambda r: ((r.get("aux") or {}).get(name) or {}).get(metric)
+
+
+METRICS = [
+    Column("cacc", "CACC ↑", _field("cacc"), "higher", help="accuracy on the clean test split"),
+    Column("asr", "ASR ↓", _field("asr"), "lower",
+           help="attack success rate: share of triggered non-target test samples classified as the target"),
+    Column("asr_minus_clean", "ASR−clean ↓", _minus("asr", "asr_clean"), "lower",
+           help="ASR minus the clean reference model's ASR on the same triggered inputs, per seed: "
+                "0 is the floor a perfect defense reaches"),
+    Column("delta_cacc", "ΔCACC ↓", _field("delta_cacc"), "lower", help="CACC lost: backdoored − defended"),
+    Column("delta_asr", "ΔASR ↑", _field("delta_asr"), "higher", help="ASR removed: backdoored − defended"),
+    Column("der", "DER ↑", _field("der"), "higher", help="defense effectiveness rate: "
+           "[max(0, ΔASR) − max(0, ΔCACC) + 1] / 2; 0.5 is no change"),
 ]
-COST_COLUMNS = [("wall_s", "wall s"), ("cpu_s", "CPU s"), ("gpu_s", "GPU s"), ("peak_rss_mb", "peak RSS MB"),
-                ("peak_gpu_mb", "peak GPU MB")]
+COSTS = [
+    Column("wall_s", "wall s", _field("wall_s"), "lower", 1, "cost", "wall-clock seconds of the defense phase"),
+    Column("cpu_s", "CPU s", _field("cpu_s"), "lower", 1, "cost",
+           "process CPU seconds of the defense phase (all threads)"),
+    Column("gpu_s", "GPU s", _field("gpu_s"), "lower", 1, "cost", "CUDA time of the defense phase, seconds"),
+    Column("peak_rss_mb", "peak RSS MB", _field("peak_rss_mb"), "lower", 0, "cost",
+           "peak resident host memory of the defense phase, MB"),
+    Column("peak_gpu_mb", "peak GPU MB", _field("peak_gpu_mb"), "lower", 0, "cost",
+           "peak CUDA memory allocated in the defense phase, MB"),
+]
+# The reference rows read the scenario's own figures: (record key per column key) for the clean
+# model and for the undefended backdoored model; extras ``<name>_rate`` read ``<name>_rate_before``.
+CLEAN_REFERENCE = {"cacc": _field("cacc_clean"), "asr": _field("asr_clean"),
+                   "asr_minus_clean": _minus("asr_clean", "asr_clean")}
+BACKDOORED_REFERENCE = {"cacc": _field("cacc_before"), "asr": _field("asr_before"),
+                        "asr_minus_clean": _minus("asr_before", "asr_clean")}
+
+INFO_FIELDS = (  # defense_info keys shown beside a defense: (key, label, format, per seed?, meaning)
+    ("prune_ratio", "pruned", "{:.0%}", True, "share of the layer's FFN neurons fine-pruning pruned"),
+    ("dev_acc_pruned", "pruned dev acc", "{:.3f}", False,
+     "clean dev accuracy of the pruned model before fine-tuning"),
+    ("rho", "ρ", "{:g}", True, "Fine-mixing's reserve ratio: share of backdoored weights kept"),
+    ("e_pur_reset", "E-PUR reset", "{} rows", True, "embedding rows E-PUR reset to the pre-trained ones"),
+    ("beta", "β", "{:.0f}", False, "NAD's attention-loss weight"),
+)
+REQUIREMENT_LABELS = {"clean_data": "clean", "clean_dev": "dev", "pretrained_weights": "pre-trained",
+                      "target_label": "target", "training_data": "train data"}
+KIND_LABELS = {"purification": "model purification", "detection": "input detection",
+               "filtering": "training-data filtering"}
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample std of one column over the seeds that have a value (``n`` of them)."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Stat:
+        clean = [v for v in values if v is not None and not math.isnan(v)]
+        mean, std = mean_std(clean)
+        return cls(mean, std, len(clean))
+
+    @property
+    def empty(self) -> bool:
+        return self.n == 0
+
+    def text(self, digits: int = 3, sep: str = " ± ") -> str:
+        """``0.870 ± 0.014`` (Markdown, LaTeX); the mean alone for one seed; ``""`` for none."""
+        if self.empty:
+            return ""
+        return f"{self.mean:.{digits}f}" if self.n < 2 else f"{self.mean:.{digits}f}{sep}{self.std:.{digits}f}"
+
+
+@dataclass
+class Row:
+    """One row of a table: a reference model or a defense, averaged over seeds."""
+
+    label: str
+    kind: str  # "clean", "backdoored" or "defense"
+    stats: dict[str, Stat]  # per column key
+    seeds: int
+    requires: tuple[str, ...] = ()
+    version: str = ""
+    params: dict = field(default_factory=dict)
+    baseline: bool = False  # the identity defense: shown, never marked best
+    details: list[tuple[str, str]] = field(default_factory=list)  # (short, long) from defense_info
 
 
 def latest_ok(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
@@ -38,20 +155,6 @@ def latest_ok(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
     ok = [r for r in last.values() if r.get("status") == "ok"]
     failed = [r for r in last.values() if r.get("status") != "ok"]
     return ok, failed
-
-
-def _fmt(values: list, digits: int = 3) -> str:
-    mean, std = mean_std([v for v in values if v is not None])
-    if math.isnan(mean):
-        return ""
-    return f"{mean:.{digits}f}" if len(values) < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _extra_rates(rows: list[dict]) -> list[str]:
-    keys = set()
-    for r in rows:
-        keys.update(k for k in r if k.endswith("_rate") and not k.endswith("_before") and r[k] is not None)
-    return sorted(keys)
 
 
 def _config_key(record: dict, *fields: str) -> str:
@@ -67,92 +170,305 @@ def row_label(record: dict, labels_seen: dict[str, set[str]]) -> str:
     return label
 
 
+def by_defense(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by :func:`row_label`."""
+    params_seen: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        params_seen[r["defense_label"]].add(_config_key(r, "defense_params", "defense_version"))
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[row_label(r, params_seen)].append(r)
+    return groups
+
+
+def _der_order(item: tuple[str, list[dict]]) -> tuple[float, str]:
+    der = Stat.of(r.get("der") for r in item[1]).mean
+    return (math.inf if math.isnan(der) else -der, item[0])
+
+
+def requirement_text(requires: Iterable[str]) -> str:
+    return ", ".join(requires) or "nothing"
+
+
+def _seed_values(values: list, fmt: str) -> str:
+    texts = [fmt.format(v) for v in values]
+    return texts[0] if len(set(texts)) == 1 else "/".join(texts)
+
+
+def info_details(records: list[dict]) -> list[tuple[str, str]]:
+    """The :data:`INFO_FIELDS` a defense reported, as (short text, longer text) pairs. Values that
+    differ between seeds are listed per seed (in seed order) or averaged, per field."""
+    infos = [r.get("defense_info") or {} for r in sorted(records, key=lambda r: r.get("seed", 0))]
+    details = []
+    for key, label, fmt, per_seed, meaning in INFO_FIELDS:
+        values = [i[key] for i in infos if isinstance(i.get(key), (int, float)) and not isinstance(i[key], bool)]
+        if not values:
+            continue
+        if per_seed:
+            text = _seed_values(values, fmt)
+        else:
+            stat = Stat.of(values)
+            text = fmt.format(stat.mean) + ("" if stat.n < 2 else "±" + fmt.format(stat.std))
+        details.append((f"{label} {text}", f"{meaning}{' (per seed)' if per_seed and '/' in text else ''}"))
+    tried = [i["tried"] for i in infos if isinstance(i.get("tried"), list)]
+    if tried:  # Fine-mixing's ρ search: the dev accuracy of every mixed model it tried
+        steps = ["; ".join(", ".join(f"{k} {v}" for k, v in t.items()) for t in seed_tried) for seed_tried in tried]
+        details.append(("", "tried per seed: " + " | ".join(steps)))
+    top = [i["e_pur_top_tokens"][:3] for i in infos if isinstance(i.get("e_pur_top_tokens"), list)]
+    if top:
+        details.append(("", "largest E-PUR scores per seed: " + " | ".join(
+            ", ".join(f"{t[0]} {t[1]}" for t in seed_top if isinstance(t, list) and len(t) == 2) for seed_top in top)))
+    return details
+
+
+def _columns(rows: list[dict]) -> list[Column]:
+    extras = sorted({k for r in rows for k in r if k.endswith("_rate") and r[k] is not None})
+    aux = sorted({name for r in rows for name in (r.get("aux") or {})})
+    columns = list(METRICS)
+    columns += [Column(e, f"{e.replace('_', ' ')} ↓", _field(e), "lower", group="extra",
+                       help=f"the attack's {e.replace('_', ' ')} after the defense") for e in extras]
+    for name in aux:
+        columns += [Column(f"{name}_{m}", f"{name} {m.upper()}", _aux(name, m), group="aux",
+                           help=f"{m.upper()} of the defense's intermediate {name} model") for m in ("cacc", "asr")]
+    return columns + COSTS
+
+
+def _reference_row(label: str, kind: str, refs: list[dict], columns: list[Column]) -> Row:
+    getters = dict(CLEAN_REFERENCE if kind == "clean" else BACKDOORED_REFERENCE)
+    if kind == "backdoored":
+        getters.update({c.key: _field(f"{c.key}_before") for c in columns if c.group == "extra"})
+    stats = {c.key: Stat.of(getters[c.key](r) for r in refs) if c.key in getters else Stat.of([])
+             for c in columns}
+    return Row(label, kind, stats, len(refs))
+
+
+def _defense_row(label: str, drows: list[dict], columns: list[Column]) -> Row:
+    first = drows[0]
+    return Row(label, "defense", {c.key: Stat.of(c.get(r) for r in drows) for c in columns}, len(drows),
+               tuple(first.get("requires", [])), str(first.get("defense_version", "")),
+               first.get("defense_params") or {}, first.get("defense") == "none", info_details(drows))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def build_tables(records: list[dict]) -> list[dict]:
-    """One table per (dataset, victim, attack label, attack parameters, budget): heading,
-    headers, rows, csv_rows. Rows average over seeds only."""
+    """One table per (dataset, victim, attack label, attack parameters, budget). Each is a dict:
+    ``heading``, ``title`` (the heading less what every table shares), ``anchor``, ``dataset``, ``victim``, ``attack``, ``columns`` (those with data),
+    ``refs`` and ``defenses`` (:class:`Row`), ``notes`` (intermediate models, one line per defense),
+    and the Markdown view: ``headers``, ``rows`` (strings), ``csv_rows``. Rows average over seeds only."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["dataset"], r["victim"], r["attack_label"],
                 _config_key(r, "attack_params", "attack_version", "budget"))].append(r)
-    budgets_per_scenario = defaultdict(set)
+    configs_per_scenario = defaultdict(set)
+    victims = {r["victim"] for r in records}
     for dataset, victim, attack, key in groups:
-        budgets_per_scenario[(dataset, victim, attack)].add(key)
+        configs_per_scenario[(dataset, victim, attack)].add(key)
     tables = []
     for (dataset, victim, attack, key), rows in sorted(groups.items()):
-        params_seen: dict[str, set[str]] = defaultdict(set)
-        for r in rows:
-            params_seen[r["defense_label"]].add(_config_key(r, "defense_params", "defense_version"))
-        extras = _extra_rates(rows)
-        headers = ["defense", "requires", *[h for _, h in METRIC_COLUMNS], *[f"{e} ↓" for e in extras],
-                   *[h for _, h in COST_COLUMNS], "seeds", "version"]
-        body, csv_rows = [], []
-        by_scenario = {r["scenario_id"]: r for r in rows}  # one per seed, for the reference rows
-        refs = list(by_scenario.values())
-        blank = [""] * (len(COST_COLUMNS))
-        body.append(["clean model (reference)", "—", _fmt([r["cacc_clean"] for r in refs]),
-                     _fmt([r.get("asr_clean") for r in refs]), "", "", "", *[""] * len(extras), *blank,
-                     str(len(refs)), ""])
-        body.append(["backdoored (no defense)", "—", _fmt([r["cacc_before"] for r in refs]),
-                     _fmt([r["asr_before"] for r in refs]), "", "", "",
-                     *[_fmt([r.get(f"{e}_before") for r in refs]) for e in extras], *blank, str(len(refs)), ""])
-        by_defense: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            by_defense[row_label(r, params_seen)].append(r)
-        for label, drows in sorted(by_defense.items(), key=lambda kv: (-mean_std([r["der"] for r in kv[1]])[0], kv[0])):
-            requires = ", ".join(drows[0].get("requires", [])) or "nothing"
-            version = drows[0].get("defense_version", "")
-            body.append([label, requires, *[_fmt([r.get(k) for r in drows]) for k, _ in METRIC_COLUMNS],
-                         *[_fmt([r.get(e) for r in drows]) for e in extras],
-                         *[_fmt([r.get(k) for r in drows], 1) for k, _ in COST_COLUMNS],
-                         str(len(drows)), version])
-            for key in [k for k, _ in METRIC_COLUMNS] + extras + [k for k, _ in COST_COLUMNS]:
-                mean, std = mean_std([r.get(key) for r in drows])
-                csv_rows.append({"dataset": dataset, "victim": victim, "attack": attack, "defense": label,
-                                 "requires": requires, "metric": key, "mean": _num(mean), "std": _num(std),
-                                 "seeds": len(drows)})
+        columns = _columns(rows)
+        refs = list({r["scenario_id"]: r for r in rows}.values())  # one per seed
+        ref_rows = [_reference_row("clean model (reference)", "clean", refs, columns),
+                    _reference_row("backdoored (no defense)", "backdoored", refs, columns)]
+        groups_by_label = by_defense(rows)
+        defense_rows = [_defense_row(label, drows, columns) for label, drows in sorted(groups_by_label.items(),
+                                                                                       key=_der_order)]
+        shown = [c for c in columns if any(not row.stats[c.key].empty for row in ref_rows + defense_rows)]
         heading = f"{dataset} · {attack} · {victim}"
-        if len(budgets_per_scenario[(dataset, victim, attack)]) > 1:
+        short = [dataset, attack] + ([victim] if len(victims) > 1 else [])
+        if len(configs_per_scenario[(dataset, victim, attack)]) > 1:
             heading += f" · config {key}"
-        tables.append({"heading": heading, "headers": headers, "rows": body,
-                       "csv_rows": csv_rows})
+            short.append(f"config {key}")
+        table = {"heading": heading, "title": " · ".join(short), "anchor": "t-" + slug(" ".join(short)),
+                 "dataset": dataset, "victim": victim,
+                 "attack": attack, "columns": shown, "refs": ref_rows, "defenses": defense_rows,
+                 "notes": _notes(defense_rows, columns)}
+        table.update(_markdown_view(table))
+        table["csv_rows"] = _csv_rows(table, columns, groups_by_label)
+        tables.append(table)
     return tables
+
+
+def _notes(rows: list[Row], columns: list[Column]) -> list[str]:
+    """Per defense, its intermediate models and choices (Markdown note under the table)."""
+    aux_names = sorted({c.key.rsplit("_", 1)[0] for c in columns if c.group == "aux"})
+    notes = []
+    for row in rows:
+        parts = []
+        for name in aux_names:
+            cacc, asr = row.stats[f"{name}_cacc"], row.stats[f"{name}_asr"]
+            if not cacc.empty or not asr.empty:
+                parts.append(f"{name} CACC {cacc.text(sep='±')}, ASR {asr.text(sep='±')}")
+        parts += [short for short, _ in row.details if short]
+        if parts:
+            notes.append(f"{row.label}: {'; '.join(parts)}")
+    return notes
+
+
+def _markdown_view(table: dict) -> dict:
+    columns = [c for c in table["columns"] if c.group != "aux"]
+    headers = ["defense", "requires", *[c.heading for c in columns], "seeds", "version"]
+    body = []
+    for row in table["refs"] + table["defenses"]:
+        requires = requirement_text(row.requires) if row.kind == "defense" else "—"
+        body.append([row.label, requires, *[row.stats[c.key].text(c.digits) for c in columns], str(row.seeds),
+                     row.version])
+    return {"headers": headers, "rows": body}
+
+
+def _csv_rows(table: dict, columns: list[Column], groups: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for row in table["defenses"]:
+        stats = dict(row.stats)
+        for key, *_ in INFO_FIELDS:
+            values = [(r.get("defense_info") or {}).get(key) for r in groups[row.label]]
+            if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                stats[f"info.{key}"] = Stat.of(v for v in values if not isinstance(v, bool))
+        for key, stat in stats.items():
+            if key.startswith("info.") or any(c.key == key for c in columns):
+                out.append({"dataset": table["dataset"], "victim": table["victim"], "attack": table["attack"],
+                            "defense": row.label, "requires": requirement_text(row.requires), "metric": key,
+                            "mean": _num(stat.mean), "std": _num(stat.std), "seeds": row.seeds})
+    return out
 
 
 def _num(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-def build_ranking(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    params_seen: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        params_seen[r["defense_label"]].add(_config_key(r, "defense_params", "defense_version"))
-    by_defense: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_defense[row_label(r, params_seen)].append(r)
+RANKING_COLUMNS = [  # (key, heading): means over every cell of a defense
+    ("der", "mean DER ↑"), ("cacc", "mean CACC ↑"), ("asr", "mean ASR ↓"), ("asr_minus_clean", "mean ASR−clean ↓"),
+    ("wall_s", "mean wall s"),
+]
+
+
+def ranking_rows(records: list[dict]) -> list[Row]:
+    """One row per defense over every table, ordered by mean DER (stats hold means; ``seeds`` the cells)."""
+    getters = {c.key: c.get for c in METRICS + COSTS}
     rows = []
-    for label, drows in by_defense.items():
-        rows.append((mean_std([r["der"] for r in drows])[0], label, drows))
-    rows.sort(key=lambda t: (-t[0], t[1]))
-    headers = ["rank", "defense", "requires", "mean DER ↑", "mean CACC ↑", "mean ASR ↓", "mean wall s", "cells"]
-    body = []
-    for rank, (mean_der, label, drows) in enumerate(rows, start=1):
-        body.append([str(rank), label, ", ".join(drows[0].get("requires", [])) or "nothing", f"{mean_der:.3f}",
-                     f"{mean_std([r['cacc'] for r in drows])[0]:.3f}", f"{mean_std([r['asr'] for r in drows])[0]:.3f}",
-                     f"{mean_std([r['wall_s'] for r in drows])[0]:.1f}", str(len(drows))])
+    for label, drows in sorted(by_defense(records).items(), key=_der_order):
+        first = drows[0]
+        stats = {key: Stat.of(getters[key](r) for r in drows) for key, _ in RANKING_COLUMNS}
+        rows.append(Row(label, "defense", stats, len(drows), tuple(first.get("requires", [])),
+                        str(first.get("defense_version", "")), first.get("defense_params") or {},
+                        first.get("defense") == "none"))
+    return rows
+
+
+def build_rankings(records: list[dict]) -> list[tuple[str, list[Row]]]:
+    """One ranking per defense kind (``defense_kind``; a single one when no record says)."""
+    kinds: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        kinds[r.get("defense_kind") or ""].append(r)
+    return [(KIND_LABELS.get(kind, kind), ranking_rows(rows)) for kind, rows in sorted(kinds.items())]
+
+
+def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """A ranking as Markdown headers and rows."""
+    headers = ["rank", "defense", "requires", *[h for _, h in RANKING_COLUMNS], "cells"]
+    body = [[str(rank), row.label, requirement_text(row.requires),
+             *[_mean(row.stats[key], 1 if key == "wall_s" else 3) for key, _ in RANKING_COLUMNS], str(row.seeds)]
+            for rank, row in enumerate(rows, start=1)]
     return headers, body
 
 
-def _markdown(tables, ranking, failed) -> str:
-    out = ["# Leaderboard", "",
+def build_ranking(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The overall ranking as Markdown headers and rows (every kind together)."""
+    return ranking_table(ranking_rows(records))
+
+
+def _mean(stat: Stat, digits: int) -> str:
+    return "" if stat.empty else f"{stat.mean:.{digits}f}"
+
+
+def _budget_text(budget: dict) -> str:
+    """A budget as one line: subsets, clean share, lengths, and the two training recipes."""
+    def limit(key):
+        return "all" if budget.get(key) is None else str(budget[key])
+
+    parts = [f"train {limit('train_limit')}", f"dev {limit('dev_limit')}", f"test {limit('test_limit')}"]
+    if budget.get("clean_fraction") is not None:
+        parts.append(f"defender's clean data {budget['clean_fraction']:.0%} of train")
+    if budget.get("max_length") is not None:
+        parts.append(f"max length {budget['max_length']}")
+    for key, name in (("victim_training", "victim"), ("defense_training", "defense")):
+        recipe = budget.get(key) or {}
+        if recipe:
+            parts.append(f"{name} training lr {recipe.get('lr')}, {recipe.get('epochs')} epochs, "
+                         f"batch {recipe.get('batch_size')}")
+    known = {"train_limit", "dev_limit", "test_limit", "clean_fraction", "max_length", "victim_training",
+             "defense_training"}
+    parts += [f"{k} {budget[k]}" for k in sorted(budget) if k not in known]
+    return " · ".join(parts)
+
+
+def _joined(values: Iterable) -> str:
+    return ", ".join(str(v) for v in sorted({v for v in values if v not in (None, "")}, key=str))
+
+
+def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
+    """What was run, read from the records: (term, text) pairs for the page's and Markdown's header."""
+    records = ok + failed
+    items = [("cells", f"{len(ok)} ok, {len(failed)} failed")]
+    suites = _joined(r.get("suite") or (r.get("provenance") or {}).get("suite") for r in records)
+    if suites:
+        items.append(("suite", suites))
+    datasets = sorted({r["dataset"] for r in records if r.get("dataset")})
+    items += [("data sets", ", ".join(datasets)), ("victim", _joined(r.get("victim") for r in records)),
+              ("attacks", _joined(f"{r['attack_label']} v{r.get('attack_version', '?')}" for r in ok)),
+              ("defenses", _joined(f"{r['defense_label']} v{r.get('defense_version', '?')}" for r in ok)),
+              ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in records if r.get("seed") is not None})))]
+    for dataset in datasets:
+        budgets = {stable_hash(r.get("budget")): r.get("budget") for r in ok if r["dataset"] == dataset}
+        for budget in budgets.values():
+            if budget:
+                items.append((f"budget · {dataset}", _budget_text(budget)))
+    provenance = [r.get("provenance") or {} for r in ok]
+    versions = [f"bdbench {_joined(p.get('bdbench_version') for p in provenance)}"]
+    libraries = defaultdict(set)
+    for p in provenance:
+        for name, version in (p.get("libraries") or {}).items():
+            libraries[name].add(version)
+    versions += [f"{name} {', '.join(sorted(v))}" for name, v in sorted(libraries.items())]
+    items.append(("versions", " · ".join(versions)))
+    revisions = _joined(p.get("git_revision", "")[:10] + ("+dirty" if "dirty" in p.get("git_revision", "") else "")
+                        for p in provenance)
+    if revisions:
+        items.append(("git revisions", revisions))
+    device = [_joined(r.get("device") for r in ok) or "unknown"]
+    precision = _joined(p.get("precision") for p in provenance)
+    if precision:
+        device.append(f"precision {precision}")
+    if not any(r.get("gpu_s") is not None or r.get("peak_gpu_mb") is not None for r in ok):
+        device.append("no GPU figures in these records: GPU columns left out")
+    platform = _joined(p.get("platform") for p in provenance)
+    if platform:
+        device.append(platform)
+    items.append(("device", " · ".join(device)))
+    finished = sorted(r["finished_at"] for r in ok if r.get("finished_at"))
+    if finished:
+        items.append(("finished", f"{finished[0]} – {finished[-1]} (records' finished_at)"))
+    return items
+
+
+def _markdown(tables, rankings, summary, failed) -> str:
+    out = ["# Leaderboard", "", *[f"* **{term}**: {text}" for term, text in summary], "",
            "CACC: clean test accuracy. ASR: share of triggered non-target test samples classified as the "
-           "target. Δ: before − after the defense. DER = [max(0, ΔASR) − max(0, ΔCACC) + 1] / 2. "
-           "Mean ± std over seeds; costs are the defense phase's own.", ""]
-    if ranking[1]:
-        out += ["## Overall ranking (mean DER over every table)", "",
-                tabulate(ranking[1], ranking[0], tablefmt="github", disable_numparse=True), ""]
+           "target. ASR−clean: ASR minus the clean reference model's ASR on the same inputs (0 = the "
+           "floor). Δ: before − after the defense. DER = [max(0, ΔASR) − max(0, ΔCACC) + 1] / 2. "
+           "Mean ± std over seeds; costs are the defense phase's own (seconds, MB). The notes under a table "
+           "give the intermediate models and choices a defense reported.", ""]
+    for kind, rows in rankings:
+        headers, body = ranking_table(rows)
+        out += [f"## Overall ranking{f' · {kind}' if kind else ''} (mean DER over every table)", "",
+                tabulate(body, headers, tablefmt="github", disable_numparse=True), ""]
     for table in tables:
         out += [f"## {table['heading']}", "",
                 tabulate(table["rows"], table["headers"], tablefmt="github", disable_numparse=True), ""]
+        if table["notes"]:
+            out += ["Intermediate models and choices:", "", *[f"* {note}" for note in table["notes"]], ""]
     if failed:
         out += ["## Failed cells", ""]
         rows = [[r["dataset"], r["attack_label"], r["defense_label"], str(r["seed"]), r.get("error", "")[:200]]
@@ -160,19 +476,6 @@ def _markdown(tables, ranking, failed) -> str:
         out += [tabulate(rows, ["dataset", "attack", "defense", "seed", "error"], tablefmt="github",
                          disable_numparse=True), ""]
     return "\n".join(out)
-
-
-def _html(tables, ranking) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>bdbench leaderboard</title>",
-             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:2px 6px}</style></head><body><h1>Leaderboard</h1>"]
-    if ranking[1]:
-        parts += ["<h2>Overall ranking</h2>", tabulate(ranking[1], ranking[0], tablefmt="html", disable_numparse=True)]
-    for table in tables:
-        parts += [f"<h2>{html.escape(table['heading'])}</h2>",
-                  tabulate(table["rows"], table["headers"], tablefmt="html", disable_numparse=True)]
-    parts.append("<p><img src='asr_vs_cacc.svg' alt='ASR vs CACC'> <img src='cost.svg' alt='cost'></p></body></html>")
-    return "\n".join(parts) + "\n"
 
 
 def _csv(tables) -> str:
@@ -185,27 +488,37 @@ def _csv(tables) -> str:
     return buffer.getvalue()
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data: str | bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
     tmp.replace(path)
 
 
 def render_leaderboard(folder: str | Path, latex: bool = False) -> dict[str, Path]:
     """Write the leaderboard files of ``folder/records.jsonl``; returns their paths."""
-    from .plots import asr_vs_cacc_svg, cost_svg
+    from .page import render_page
+    from .plots import asr_vs_cacc_figure, cost_figure, figure_bytes
 
     folder = Path(folder)
     ok, failed = latest_ok(read_records(folder))
     tables = build_tables(ok)
-    ranking = build_ranking(ok)
-    paths = {"md": folder / "leaderboard.md", "csv": folder / "leaderboard.csv", "html": folder / "leaderboard.html",
-             "asr_vs_cacc": folder / "asr_vs_cacc.svg", "cost": folder / "cost.svg"}
-    _write(paths["md"], _markdown(tables, ranking, failed))
+    rankings = build_rankings(ok)
+    summary = run_summary(ok, failed)
+    order = [row.label for _, rows in rankings for row in rows]
+    figures = {"asr_vs_cacc": figure_bytes(asr_vs_cacc_figure(tables, order)),
+               "cost": figure_bytes(cost_figure(ok, order))}
+    paths = {"md": folder / "leaderboard.md", "csv": folder / "leaderboard.csv", "html": folder / "leaderboard.html"}
+    for name, formats in figures.items():
+        paths[name] = folder / f"{name}.svg"
+        paths[f"{name}_png"] = folder / f"{name}.png"
+        _write(paths[name], formats["svg"])
+        _write(paths[f"{name}_png"], formats["png"])
+    _write(paths["md"], _markdown(tables, rankings, summary, failed))
     _write(paths["csv"], _csv(tables))
-    _write(paths["html"], _html(tables, ranking))
-    _write(paths["asr_vs_cacc"], asr_vs_cacc_svg(ok))
-    _write(paths["cost"], cost_svg(ok))
+    _write(paths["html"], render_page(summary, rankings, tables, failed, figures))
     if latex:
         paths["tex"] = folder / "leaderboard.tex"
         _write(paths["tex"], "\n\n".join(
