@@ -10,11 +10,11 @@ So, by default (``isolation="process"``), each defense runs in a **fresh child p
    (safetensors, with the config's ``_name_or_path`` gone), the tokenizer files, a JSON file
    with exactly the granted assets (clean data, clean dev split, target label) and, when
    ``pretrained_weights`` is declared, the pre-trained weights with the scenario's seeded head;
-2. a child process started from a clean interpreter (``forkserver``: forked from a server that
-   imported only torch, transformers and the plugin API, never the harness's state; ``spawn``
-   where forkserver is missing) loads those files, builds the :class:`DefenseContext`, imports
-   the defense class by module path, runs ``purify`` inside a cost phase and writes the purified
-   weights (and any auxiliary models) back as safetensors;
+2. a child process forked from a clean interpreter (:class:`DefenseServer`: a fresh
+   ``python -m benchmark.isolation --serve`` that imported only torch, transformers and the
+   plugin API, never the harness's state) loads those files, builds the
+   :class:`DefenseContext`, imports the defense class by module path, runs ``purify`` inside a
+   cost phase and writes the purified weights (and any auxiliary models) back as safetensors;
 3. the harness loads the weights and evaluates them itself. A defense that raises, calls
    ``sys.exit`` or kills its process fails its own cell only.
 
@@ -37,14 +37,13 @@ import contextlib
 import dataclasses
 import importlib
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -55,6 +54,9 @@ ISOLATION_MODES = ("process", "sandbox", "none")
 _ASSETS = "assets.json"
 _RESULT = "result.json"
 _SPEC = "spec.json"
+# imported once by the fork server, so that each defense's process starts in a fraction of a second
+_PRELOAD = ["benchmark.isolation", "benchmark.training", "benchmark.victims", "transformers.modeling_utils",
+            "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto"]
 
 
 class DefenseProcessError(PluginError):
@@ -138,13 +140,86 @@ def write_inputs(folder: Path, job: DefenseJob, model: torch.nn.Module, tokenize
         save_model(pretrained(), folder / "pretrained")
 
 
-def _context():
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["benchmark.isolation"])
-        return ctx
-    return multiprocessing.get_context("spawn")
+def _child_env() -> dict[str, str]:
+    """The environment a defense's process gets: this one, with this interpreter's import path
+    (so plugins import as they do here)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).exists())
+    return env
+
+
+class DefenseServer:
+    """A clean interpreter that forks one child per defense.
+
+    Started once per harness (``python -m benchmark.isolation --serve``: a fresh interpreter, so
+    nothing of the harness is in it), it imports torch, transformers and the plugin API, then
+    forks a child for each request, so a defense's process starts in milliseconds instead of
+    paying those imports each time. The child runs :func:`child_main`; the server reports its
+    exit status. Where ``os.fork`` is missing, each defense gets a fresh interpreter instead.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmark.isolation", "--serve"], env=_child_env(),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise DefenseProcessError("the defense server did not start (python -m benchmark.isolation --serve)")
+        return proc
+
+    def run(self, folder: Path) -> int:
+        if not hasattr(os, "fork"):
+            return subprocess.run([sys.executable, "-m", "benchmark.isolation", str(folder)], env=_child_env(),
+                                  check=False).returncode
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        request = {"folder": str(folder), "environ": dict(os.environ)}  # the environment of now
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            reply = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if not reply.strip():
+            self.close()
+            raise DefenseProcessError("the defense server died while running a defense")
+        return int(reply)
+
+    def close(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc = None
+
+
+def serve() -> None:
+    """The server loop (see :class:`DefenseServer`): one JSON request a line, one exit status a line."""
+    for module in _PRELOAD:
+        importlib.import_module(module)
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever a plugin prints goes to stderr, never into the protocol
+    print("ready", file=protocol, flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the defense's process
+            code = 0
+            try:
+                os.close(0)
+                protocol.close()
+                child_main(request["folder"], request["environ"])
+            except BaseException:  # noqa: BLE001 - child_main never raises; this is the last guard
+                code = 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), file=protocol, flush=True)
 
 
 def _sandbox_command(folder: Path, hidden: list[str]) -> list[str]:
@@ -158,21 +233,16 @@ def _sandbox_command(folder: Path, hidden: list[str]) -> list[str]:
     return [*cmd, sys.executable, "-m", "benchmark.isolation", str(folder)]
 
 
-def run_isolated(folder: Path, mode: str, hidden: list[str] = ()) -> None:
+def run_isolated(folder: Path, mode: str, server: DefenseServer, hidden: Sequence[str] = ()) -> None:
     """Run the child on ``folder`` and wait for it; the result is in ``folder/result.json``."""
+    stderr = ""
     if mode == "sandbox":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BDBENCH_")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).exists())  # plugins import alike
+        env = {k: v for k, v in _child_env().items() if not k.startswith("BDBENCH_")}
         done = subprocess.run(_sandbox_command(folder, list(hidden)), env=env, check=False,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         exitcode, stderr = done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
     else:
-        # the environment of now, not of when the fork server started
-        process = _context().Process(target=child_main, args=(str(folder), dict(os.environ)),
-                                     name="bdbench-defense")
-        process.start()
-        process.join()
-        exitcode, stderr = process.exitcode, ""
+        exitcode = server.run(folder)
     if not (folder / _RESULT).is_file():
         how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
         raise DefenseProcessError(f"the defense's process {how} before returning a model"
@@ -261,5 +331,8 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
     os.replace(tmp, folder / _RESULT)
 
 
-if __name__ == "__main__":  # the sandboxed child: python -m benchmark.isolation FOLDER
-    child_main(sys.argv[1])
+if __name__ == "__main__":  # python -m benchmark.isolation (--serve | FOLDER)
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        child_main(sys.argv[1])

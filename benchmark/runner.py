@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -129,6 +130,12 @@ class Harness:
         self._victim_fps: dict[str, str] = {}
         self._pretrained: dict[tuple[str, int], torch.nn.Module] = {}
         self._scenario: tuple[tuple, Scenario | BaseException] | None = None
+        self._defense_server = isolation.DefenseServer()
+        weakref.finalize(self, self._defense_server.close)
+
+    def close(self) -> None:
+        """Stop the defense server (also done when the harness is garbage-collected)."""
+        self._defense_server.close()
 
     # -- memoised inputs
     def dataset(self, name: str) -> tuple[Dataset, str]:
@@ -294,7 +301,7 @@ class Harness:
         hidden = [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", "")]
         with isolation.private_folder() as folder:
             isolation.write_inputs(folder, job, scenario.backdoored, scenario.tokenizer, assets, pretrained)
-            isolation.run_isolated(folder, self.config.isolation, hidden)
+            isolation.run_isolated(folder, self.config.isolation, self._defense_server, hidden)
             result = isolation.read_result(folder, defense.name)
         return result.model, result.aux_models, result.info, result.cost
 
@@ -341,8 +348,11 @@ class LocalExecutor:
 
     def run(self, cells: Iterator[CellSpec], config: HarnessConfig, registry: Registry) -> Iterator[dict]:
         harness = Harness(config, registry)
-        for cell in cells:
-            yield harness.run_cell(cell)
+        try:
+            for cell in cells:
+                yield harness.run_cell(cell)
+        finally:
+            harness.close()
 
 
 EXECUTORS: Mapping[str, Callable[[], Executor]] = {"local": LocalExecutor}
