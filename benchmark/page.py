@@ -50,6 +50,7 @@ thead th[aria-sort=descending]::after{content:"\\25BC";color:var(--accent);visib
 td.n{text-align:right;white-space:nowrap}
 th.n{text-align:right}
 td.name{white-space:nowrap;font-weight:600}
+tr.baseline td.name{color:var(--muted);font-weight:400}
 td.req,.reqs{white-space:nowrap}
 .reqs{margin-top:2px;font-weight:400}
 .pm{color:var(--muted);font-size:11px;font-weight:400}
@@ -125,7 +126,7 @@ def _compact(stat: Stat, digits: int) -> str:
 
 def _badges(requires: tuple[str, ...]) -> str:
     if not requires:
-        return "<span class='badge b-none' title='needs nothing beyond the backdoored model'>none</span>"
+        return "<span class='badge b-none' title='needs nothing beyond the backdoored model'>nothing</span>"
     out = []
     for req in sorted(requires, key=lambda r: list(REQUIREMENT_LABELS).index(r) if r in REQUIREMENT_LABELS else 99):
         label = REQUIREMENT_LABELS.get(req, req)
@@ -170,6 +171,10 @@ def _name_cell(row: Row, badges: bool = False) -> str:
     title = f"{row.label} · version {row.version} · parameters: {params}"
     below = f"<div class='reqs'>{_badges(row.requires)}</div>" if badges else ""
     return f"<td class='name' data-s='{E(row.label)}' title='{E(title)}'>{E(row.label)}{below}</td>"
+
+
+def _baseline(row: Row) -> str:
+    return " class='baseline'" if row.baseline else ""
 
 
 def _separators(columns: list[Column]) -> set[str]:
@@ -225,7 +230,7 @@ def _table(table: dict) -> str:
         return "".join(out)
 
     refs = "".join(f"<tr>{cells(row, None)}</tr>" for row in table["refs"])
-    body = "".join(f"<tr data-i='{i}'>{cells(row, i)}</tr>" for i, row in enumerate(defenses))
+    body = "".join(f"<tr data-i='{i}'{_baseline(row)}>{cells(row, i)}</tr>" for i, row in enumerate(defenses))
     return (f"<div class='scroll'><table class='sortable' id='{table['anchor']}-table'><thead><tr>{''.join(head)}"
             f"</tr></thead><tbody class='ref'>{refs}</tbody><tbody>{body}</tbody></table></div>")
 
@@ -242,7 +247,7 @@ def _ranking(rows: list[Row], anchor: str) -> str:
     body = []
     for i, row in enumerate(rows):
         means = {c.key: Stat(row.stats[c.key].mean, 0.0, min(row.stats[c.key].n, 1)) for c in ranked}
-        body.append(f"<tr data-i='{i}'><td class='n' data-v='{i + 1}'>{i + 1}</td>{_name_cell(row)}"
+        body.append(f"<tr data-i='{i}'{_baseline(row)}><td class='n' data-v='{i + 1}'>{i + 1}</td>{_name_cell(row)}"
                     f"<td class='req'>{_badges(row.requires)}</td>"
                     + "".join(_number_cell(means[c.key], c, i in best[c.key], False) for c in ranked)
                     + f"<td class='n' data-v='{row.seeds}'>{row.seeds}</td></tr>")
