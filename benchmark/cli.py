@@ -34,7 +34,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading pickle checkpoints (unsafe)")
-    p.add_argument("--executor", default="local", help="where cells run (local)")
+    p.add_argument("--executor", choices=["local", "process", "ray"],
+                   help="where cells run: this process (local, the default), N worker processes (process), "
+                        "or Ray tasks (ray; pip install -e '.[ray]')")
+    p.add_argument("--workers", type=int, help="worker processes or concurrent Ray tasks (default 2; local: 1)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per worker (default: cores / workers; local: torch's default)")
+    p.add_argument("--ray-address", help="an existing Ray cluster to submit to (default: start a local one)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="KIND:MODULE:CLASS",
+                   help="load an extra plugin class without installing it, e.g. defense:mypkg.guard:Guard "
+                        "(repeatable; every worker imports it)")
     p.add_argument("--isolation", default="process", choices=["process", "sandbox", "none"],
                    help="where each defense runs: its own process with only its declared assets (default), "
                         "that process in a bubblewrap sandbox hiding the store and data, or in-process "
@@ -80,6 +89,17 @@ def _suite_from_args(args):
     return suite.with_changes(attacks=args.attack, defenses=args.defense, budget_changes=budget_changes, **fields)
 
 
+def _plugin_options(options: list[str]) -> tuple[tuple[str, str], ...]:
+    plugins = []
+    for option in options:
+        kind, _, target = option.partition(":")
+        if kind not in ("attack", "defense") or ":" not in target:
+            raise BdbenchError(f"--plugin {option!r}: expected KIND:MODULE:CLASS with KIND attack or defense, "
+                               "e.g. defense:mypkg.guard:Guard")
+        plugins.append((kind, target))
+    return tuple(plugins)
+
+
 def _harness_config(args, out: Path):
     from .config import parse_set_options
     from .runner import HarnessConfig
@@ -88,21 +108,31 @@ def _harness_config(args, out: Path):
     store = Path(args.store) if args.store else out.parent / "store"
     return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
                          precision=args.precision, allow_pickle=args.allow_pickle, isolation=args.isolation,
+                         plugins=_plugin_options(args.plugins),
                          overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
+
+
+def _executor_from_args(args, suite):
+    """The executor: command line first, then the suite's ``executor``/``workers``/``threads``."""
+    from .executors import make_executor
+
+    name = args.executor or suite.executor
+    workers = args.workers if args.workers is not None else suite.workers or (1 if name == "local" else 2)
+    threads = args.threads if args.threads is not None else suite.threads
+    return make_executor(name, workers=workers, threads=threads, ray_address=args.ray_address)
 
 
 def cmd_run(args) -> int:
     from .leaderboard import render_leaderboard
-    from .runner import EXECUTORS, expand, run_cells
+    from .runner import expand, run_cells
 
     out = Path(args.out)
     suite = _suite_from_args(args)
     config = _harness_config(args, out)
-    if args.executor not in EXECUTORS:
-        raise BdbenchError(f"unknown executor {args.executor!r}; available: {', '.join(EXECUTORS)}")
+    executor = _executor_from_args(args, suite)
     cells = expand(suite)
     log.info("suite %s: %d cells -> %s (store %s)", suite.name, len(cells), out, config.store_dir)
-    records = run_cells(cells, config, out, resume=args.resume, executor=EXECUTORS[args.executor]())
+    records = run_cells(cells, config, out, resume=args.resume, executor=executor)
     paths = render_leaderboard(out)
     failed = [r for r in records if r["status"] != "ok"]
     print(f"{len(records) - len(failed)} cells ok, {len(failed)} failed; records: {out / 'records.jsonl'}")
@@ -117,6 +147,7 @@ def cmd_validate(args) -> int:
 
     suite = _suite_from_args(args)
     cells = expand(suite)
+    _executor_from_args(args, suite)
     check_config(cells, _harness_config(args, Path(args.out)))
     print(f"ok: suite {suite.name}, {len(cells)} cells; every plugin, parameter and data set resolves")
     return 0

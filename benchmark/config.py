@@ -78,6 +78,9 @@ class Suite:
     budget: Budget
     description: str = ""
     per_dataset: tuple[tuple[str, DatasetPlan], ...] = ()  # data sets whose plan differs
+    executor: str = "local"  # where cells run (benchmark.executors); --executor overrides
+    workers: int = 0  # 0: the executor's default
+    threads: int = 0  # torch threads per worker; 0: cores / workers
 
     def plan(self, dataset: str) -> DatasetPlan:
         return dict(self.per_dataset).get(dataset, DatasetPlan(self.budget, self.attacks, self.defenses))
@@ -149,7 +152,7 @@ def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], w
 
 
 SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seeds", "set", "per_dataset",
-              "victim_training", "defense_training", *BUDGET_FIELDS}
+              "victim_training", "defense_training", "executor", "workers", "threads", *BUDGET_FIELDS}
 PER_DATASET_KEYS = {"set", "victim_training", "defense_training", *BUDGET_FIELDS}
 
 
@@ -195,6 +198,9 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
         budget=budget,
         description=raw.get("description", ""),
         per_dataset=_per_dataset(raw, datasets, attacks, defenses, budget, common, where),
+        executor=str(raw.get("executor", "local")),
+        workers=coerce(raw.get("workers", 0), int, f"{where}.workers"),
+        threads=coerce(raw.get("threads", 0), int, f"{where}.threads"),
     )
 
 

@@ -2,8 +2,9 @@
 
 A cell (scenario × defense) is a pure function of its :class:`CellSpec`, the
 :class:`HarnessConfig` and the artifact store, so every executor gives the same records.
-:class:`LocalExecutor` runs cells in this process, in scenario order so that a prepared scenario
-(its backdoored model in memory) is reused by all its defenses.
+Executors (:mod:`benchmark.executors`) run the cells: ``local`` in this process, in scenario
+order so that a prepared scenario (its backdoored model in memory) is reused by all its
+defenses; ``process`` and ``ray`` over N workers, building each scenario once.
 
 Each defense runs where only its declared assets exist (:mod:`benchmark.isolation`): a child
 process that receives the backdoored weights, the tokenizer and what ``requires`` grants, and
@@ -24,9 +25,8 @@ import os
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -34,6 +34,7 @@ from . import isolation, measure
 from .config import Budget, PluginSpec, Suite, stable_hash
 from .data import Dataset, clean_subset, load_dataset
 from .errors import BdbenchError, UsageError
+from .executors import LocalExecutor
 from .fingerprint import DigestCache, folder_fingerprint
 from .metrics import der
 from .params import params_to_dict, resolve_params
@@ -60,6 +61,7 @@ class HarnessConfig:
     allow_pickle: bool = False
     overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin
     isolation: str = "process"  # where a defense runs: process, sandbox or none (benchmark.isolation)
+    plugins: tuple[tuple[str, str], ...] = ()  # extra (kind, "module:Class") plugins, loaded by every worker
 
     def overrides_for(self, plugin: str) -> dict[str, str]:
         return dict(dict(self.overrides).get(plugin, ()))
@@ -76,6 +78,22 @@ class CellSpec:
 
     def scenario_tuple(self) -> tuple:
         return (self.dataset, self.victim, self.attack, self.seed, self.budget)
+
+
+def registry_for(config: HarnessConfig) -> Registry:
+    """The registry a worker uses: built-ins, entry points, and ``config.plugins``."""
+    if not config.plugins:
+        return default_registry()
+    registry = Registry()
+    registry.load_builtins()
+    registry.load_entry_points()
+    for kind, target in config.plugins:
+        try:
+            cls = isolation.import_class(target)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise UsageError(f"--plugin {target!r}: cannot import it ({type(exc).__name__}: {exc})") from None
+        registry.add(kind, getattr(cls, "name", target), f"plugin:{target}", lambda cls=cls: cls)
+    return registry
 
 
 def expand(suite: Suite) -> list[CellSpec]:
@@ -121,7 +139,7 @@ class Harness:
 
     def __init__(self, config: HarnessConfig, registry: Registry | None = None):
         self.config = config
-        self.registry = registry or default_registry()
+        self.registry = registry or registry_for(config)
         self.runtime: Runtime = resolve_runtime(config.device, config.precision)
         self.store = ArtifactStore(config.store_dir)
         self._digests = DigestCache(Path(config.store_dir) / "file-digests.json")
@@ -223,6 +241,7 @@ class Harness:
             record["status"] = "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
             record["traceback"] = where[-4000:]
+        record["provenance"]["threads"] = torch.get_num_threads()
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return sanitize(record)
 
@@ -336,26 +355,14 @@ def cell_identity(cell: CellSpec, config: HarnessConfig, runtime: Runtime) -> di
             "provenance": provenance(config_hash, runtime.precision, runtime.device.type)}
 
 
-# --------------------------------------------------------------------------- executors
-
-class Executor(Protocol):
-    def run(self, cells: Iterator[CellSpec], config: HarnessConfig, registry: Registry) -> Iterator[dict]:
-        """Yield one record per cell drawn from ``cells``; draw a cell only when ready to start it."""
-
-
-class LocalExecutor:
-    """Runs cells one after another in this process."""
-
-    def run(self, cells: Iterator[CellSpec], config: HarnessConfig, registry: Registry) -> Iterator[dict]:
-        harness = Harness(config, registry)
-        try:
-            for cell in cells:
-                yield harness.run_cell(cell)
-        finally:
-            harness.close()
-
-
-EXECUTORS: Mapping[str, Callable[[], Executor]] = {"local": LocalExecutor}
+def failed_record(cell: CellSpec, config: HarnessConfig, error: str) -> dict:
+    """The record of a cell that failed outside a worker's harness (its scenario's build failed,
+    or its worker died)."""
+    runtime = resolve_runtime(config.device, config.precision)
+    record = cell_identity(cell, config, runtime)
+    record.update(status="failed", error=error,
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return sanitize(record)
 
 
 class _Claims:
@@ -401,10 +408,12 @@ class _Claims:
 
 
 def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
-              resume: bool = False, executor: Executor | None = None,
+              resume: bool = False, executor=None,
               registry: Registry | None = None) -> list[dict]:
-    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends."""
-    registry = registry or default_registry()
+    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends.
+    ``executor`` defaults to :class:`~benchmark.executors.LocalExecutor`; pooled executors'
+    workers load their own registry (:func:`registry_for`), so extra plugins go in ``config.plugins``."""
+    registry = registry or registry_for(config)
     isolation.check_isolation(config.isolation)
     validate_cells(cells, registry, config)
     out_dir = Path(out_dir)
@@ -438,7 +447,8 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
 
 def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Registry | None = None) -> None:
     """What ``bdbench validate`` does: every name, parameter and data set, without training."""
-    registry = registry or default_registry()
+    registry = registry or registry_for(config)
+    isolation.check_isolation(config.isolation)
     validate_cells(cells, registry, config)
     for cell in cells:
         for kind, spec in (("attack", cell.attack), ("defense", cell.defense)):

@@ -126,3 +126,15 @@ class Peek(Defense):
             except OSError:
                 pass
         return DefenseOutput(model, info={"visible": visible})
+
+
+class KillWorker(Defense):
+    """Kills the process it runs in with SIGKILL (run it with isolation "none" to kill a worker)."""
+
+    name = "kill_worker"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,109 @@
+"""Executors: local, process and Ray give the same records; scenarios are built once; a dead
+worker fails (after one retry) only its own cell."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from benchmark.errors import UsageError
+from benchmark.executors import LocalExecutor, PooledExecutor, ProcessExecutor, make_executor
+from benchmark.runner import HarnessConfig, run_cells
+
+from helpers import cells
+
+COMPARED = ("cell_id", "status", "cacc", "asr", "cacc_before", "asr_before", "cacc_clean", "der", "scenario_id")
+
+
+def grid(victim):
+    return cells(victim, defenses=("none", "finetune"), seeds=(0, 1))
+
+
+def run_with(tmp_path, victim, executor, name, **config):
+    config = HarnessConfig(store_dir=str(tmp_path / name / "store"), device="cpu", precision="fp32", **config)
+    records = run_cells(grid(victim), config, tmp_path / name / "out", executor=executor)
+    return [{k: r.get(k) for k in COMPARED} for r in records]
+
+
+def test_local_process_and_ray_give_identical_records(tmp_path, tiny_victim_dir):
+    local = run_with(tmp_path, tiny_victim_dir, LocalExecutor(threads=1), "local")
+    assert [r["status"] for r in local] == ["ok"] * 4
+    process = run_with(tmp_path, tiny_victim_dir, ProcessExecutor(workers=2, threads=1), "process")
+    assert process == local
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install -e '.[ray]'); local and process agreed")
+    ray_records = run_with(tmp_path, tiny_victim_dir, make_executor("ray", workers=2, threads=1), "ray")
+    assert ray_records == local
+
+
+def test_a_killed_worker_fails_only_its_cell(tmp_path, tiny_victim_dir):
+    config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none",
+                           plugins=(("defense", "trust_plugins:KillWorker"),))
+    records = run_cells(cells(tiny_victim_dir, defenses=("none", "kill_worker", "finetune", "fine_pruning")),
+                        config, tmp_path / "out", executor=ProcessExecutor(workers=2, threads=1))
+    by_defense = {r["defense"]: r for r in records}
+    assert by_defense["kill_worker"]["status"] == "failed"
+    assert "WorkerDied" in by_defense["kill_worker"]["error"]
+    assert [by_defense[d]["status"] for d in ("none", "finetune", "fine_pruning")] == ["ok"] * 3
+    assert [r["defense"] for r in records] == ["none", "kill_worker", "finetune", "fine_pruning"]  # draw order
+    again = run_cells(cells(tiny_victim_dir, defenses=("none", "kill_worker", "finetune", "fine_pruning")),
+                      config, tmp_path / "out", resume=True, executor=ProcessExecutor(workers=2, threads=1))
+    assert [r["defense"] for r in again] == ["kill_worker"]  # --resume retries only the failed cell
+
+
+class _FakePool(PooledExecutor):
+    """Runs tasks in this process, finishing them in reverse submission order, and logs submissions."""
+
+    def __init__(self, workers, fail_build=False):
+        super().__init__(workers, threads=1)
+        self.log, self.fail_build = [], fail_build
+
+    def _submit(self, task, config):
+        self.log.append((task.kind, task.cell.seed, task.cell.defense.name))
+        return len(self.log) - 1, task
+
+    def _wait(self, handles):
+        return [max(handles, key=lambda h: h[0])]
+
+    def _result(self, handle):
+        task = handle[1]
+        if task.kind == "build":
+            return "RuntimeError: attack failed" if self.fail_build else None
+        return {"cell_id": f"{task.cell.seed}-{task.cell.defense.name}", "status": "ok"}
+
+
+def test_each_scenario_is_built_once_before_its_cells(tiny_victim_dir):
+    pool = _FakePool(workers=2)
+    todo = cells(tiny_victim_dir, defenses=("none", "finetune", "nad"), seeds=(0, 1))
+    records = list(pool.run(iter(todo), HarnessConfig(store_dir="unused"), None))
+    builds = [entry for entry in pool.log if entry[0] == "build"]
+    assert sorted(b[1] for b in builds) == [0, 1]  # once per scenario
+    for seed in (0, 1):
+        first_cell = min(i for i, e in enumerate(pool.log) if e[0] == "cell" and e[1] == seed)
+        build = next(i for i, e in enumerate(pool.log) if e[0] == "build" and e[1] == seed)
+        assert build < first_cell
+    assert [r["cell_id"] for r in records] == [f"{c.seed}-{c.defense.name}" for c in todo]  # draw order
+
+
+def test_a_failed_build_fails_its_cells_without_rebuilding(tiny_victim_dir):
+    pool = _FakePool(workers=2, fail_build=True)
+    todo = cells(tiny_victim_dir, defenses=("none", "finetune"))
+    records = list(pool.run(iter(todo), HarnessConfig(store_dir="unused", device="cpu"), None))
+    assert [e[0] for e in pool.log] == ["build"]
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert all(r["error"] == "RuntimeError: attack failed" for r in records)
+
+
+def test_ray_without_ray_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UsageError, match=r"pip install -e \"\.\[ray\]\""):
+        make_executor("ray", workers=2)
+
+
+def test_unknown_executor_and_bad_workers_are_usage_errors():
+    with pytest.raises(UsageError, match="--executor must be one of local, process, ray"):
+        make_executor("slurm")
+    with pytest.raises(UsageError, match="--workers must be at least 1"):
+        make_executor("process", workers=0)
