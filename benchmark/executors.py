@@ -50,6 +50,7 @@ class LocalExecutor:
     def run(self, cells: Iterator, config, registry) -> Iterator[dict]:
         from .runner import Harness
 
+        before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         harness = Harness(config, registry)
@@ -58,6 +59,7 @@ class LocalExecutor:
                 yield harness.run_cell(cell)
         finally:
             harness.close()
+            torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- what a worker runs
