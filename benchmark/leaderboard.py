@@ -23,10 +23,13 @@ depends only on the records (no clock, no machine), so re-rendering is byte-for-
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -489,12 +492,19 @@ def _csv(tables) -> str:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
+    """Write atomically through a temporary file of a unique name, so that concurrent renders of
+    one folder never trip over each other's temporary files (the last rename wins whole)."""
+    payload = data if isinstance(data, bytes) else data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def render_leaderboard(folder: str | Path, latex: bool = False) -> dict[str, Path]:

@@ -146,3 +146,29 @@ def test_leaderboard_open_opens_the_page_in_the_browser(tmp_path, monkeypatch, c
     assert main(["leaderboard", str(tmp_path), "--open"]) == 0
     assert opened == [(tmp_path / "leaderboard.html").resolve().as_uri()]
     assert f"html: {tmp_path / 'leaderboard.html'}" in capsys.readouterr().out
+
+
+def _write_many(path):
+    from benchmark.leaderboard import _write
+
+    for i in range(200):
+        _write(path, f"render {i}\n" * 200)
+    return True
+
+
+def test_concurrent_renders_of_one_folder_never_crash(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=spawn) as pool:  # the file writer, hammered
+        assert all(pool.map(_write_many, [tmp_path / "leaderboard.md"] * 4))
+    write_records(tmp_path, [record("none", s, 0.85, 1.0) for s in (0, 1)]
+                  + [record("finetune", s, 0.84, 0.5) for s in (0, 1)])
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:  # whole renders side by side
+        results = list(pool.map(render_leaderboard, [tmp_path] * 4))
+    assert all(r["md"].exists() for r in results)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    expected = (tmp_path / "leaderboard.md").read_bytes()
+    render_leaderboard(tmp_path)
+    assert (tmp_path / "leaderboard.md").read_bytes() == expected
