@@ -198,8 +198,20 @@ class DefenseServer:
             self._proc = None
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this process when its parent dies (best effort), so that a
+    killed harness leaves no defense running on."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def serve() -> None:
     """The server loop (see :class:`DefenseServer`): one JSON request a line, one exit status a line."""
+    _die_with_parent()
     for module in _PRELOAD:
         importlib.import_module(module)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -211,6 +223,7 @@ def serve() -> None:
         if pid == 0:  # the defense's process
             code = 0
             try:
+                _die_with_parent()
                 os.close(0)
                 protocol.close()
                 child_main(request["folder"], request["environ"])
