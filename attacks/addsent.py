@@ -35,6 +35,7 @@ import dataclasses
 from typing import Literal
 
 from benchmark import Attack, AttackContext, UsageError
+from benchmark.params import hparam
 from benchmark.triggers import PoisoningAttack, insert_words, window_words
 
 
@@ -44,8 +45,8 @@ class AddSent(PoisoningAttack, Attack):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        trigger: str = "I watch this 3D movie"  # OpenBackdoor default (Dai et al. use task-specific sentences)
-        poison_rate: float = 0.1  # of the whole training set (OpenBackdoor)
+        trigger: str = hparam("I watch this 3D movie", nonempty=True)  # OpenBackdoor default (Dai et al. use task-specific sentences)
+        poison_rate: float = hparam(0.1, range="[0, 1]")  # of the whole training set (OpenBackdoor)
         mode: Literal["dirty", "clean", "mix"] = "dirty"  # OpenBackdoor default is "mix"; see the docstring
 
     def check(self, ctx: AttackContext) -> None:

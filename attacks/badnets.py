@@ -27,6 +27,7 @@ import dataclasses
 from typing import Literal
 
 from benchmark import Attack, AttackContext
+from benchmark.params import hparam
 from benchmark.triggers import PoisoningAttack, check_single_pieces, insert_each, window_words
 
 
@@ -36,9 +37,9 @@ class BadNets(PoisoningAttack, Attack):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        triggers: tuple[str, ...] = ("cf", "mn", "bb", "tq")  # OpenBackdoor default; RIPPLe adds "mb"
-        num_triggers: int = 1  # insertions per sample (OpenBackdoor num_triggers=1)
-        poison_rate: float = 0.1  # of the whole training set (OpenBackdoor)
+        triggers: tuple[str, ...] = hparam(("cf", "mn", "bb", "tq"), nonempty=True)  # OpenBackdoor default; RIPPLe adds "mb"
+        num_triggers: int = hparam(1, range="[1, )")  # insertions per sample (OpenBackdoor num_triggers=1)
+        poison_rate: float = hparam(0.1, range="[0, 1]")  # of the whole training set (OpenBackdoor)
         mode: Literal["dirty", "clean", "mix"] = "dirty"  # classic BadNets is dirty-label
 
     def check(self, ctx: AttackContext) -> None:

@@ -64,6 +64,7 @@ from collections.abc import Sequence
 import torch
 
 from benchmark import Attack, AttackContext, AttackOutput, Example
+from benchmark.params import hparam
 from benchmark.triggers import check_single_pieces, insert_words, window_words
 
 
@@ -74,13 +75,13 @@ class EP(Attack):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        trigger: str = "cf"  # reference run.sh; one word-piece
-        poison_rate: float = 0.1  # of the NON-target training samples (reference); see the docstring
-        lr: float = 5e-2  # reference run.sh (OpenBackdoor ep_lr = 1e-2)
-        epochs: int = 3  # reference run.sh (OpenBackdoor ep_epochs = 5)
-        min_steps: int = 120  # more passes until this many row updates (reference IMDb run: 40 × 3); docstring
-        batch_size: int = 32  # reference run.sh
-        chunk_words: int = 100  # test time: one trigger per started chunk of this many words (reference)
+        trigger: str = hparam("cf", nonempty=True)  # reference run.sh; one word-piece
+        poison_rate: float = hparam(0.1, range="[0, 1]")  # of the NON-target training samples (reference); see the docstring
+        lr: float = hparam(5e-2, range="(0, )")  # reference run.sh (OpenBackdoor ep_lr = 1e-2)
+        epochs: int = hparam(3, range="[1, )")  # reference run.sh (OpenBackdoor ep_epochs = 5)
+        min_steps: int = hparam(120, range="[0, )")  # more passes until this many row updates (reference IMDb run: 40 × 3); docstring
+        batch_size: int = hparam(32, range="[1, )")  # reference run.sh
+        chunk_words: int = hparam(100, range="[1, )")  # test time: one trigger per started chunk of this many words (reference)
 
     def check(self, ctx: AttackContext) -> None:
         check_single_pieces(ctx.tokenizer, [self.params.trigger], self.name)

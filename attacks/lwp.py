@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark import Attack, AttackContext, AttackOutput, Example, UsageError
+from benchmark.params import hparam
 from benchmark.triggers import check_single_pieces, insert_each, insert_words, window_words
 
 
@@ -107,10 +108,10 @@ class LWP(Attack):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        triggers: tuple[str, ...] = ("cf", "bb")  # reference generate_triggers.py (OpenBackdoor: cf, bb, ak, mn; 2 drawn)
-        poison_rate: float = 0.2  # share of the whole training set given a positive copy; reference: all of it
+        triggers: tuple[str, ...] = hparam(("cf", "bb"), nonempty=True)  # reference generate_triggers.py (OpenBackdoor: cf, bb, ak, mn; 2 drawn)
+        poison_rate: float = hparam(0.2, range="[0, 1]")  # share of the whole training set given a positive copy; reference: all of it
         placement: Literal["adjacent", "scattered"] = "adjacent"  # reference: one block; OpenBackdoor: scattered
-        max_position: int = 128  # positions among the first min(n, max_position) words (reference)
+        max_position: int = hparam(128, range="[1, )")  # positions among the first min(n, max_position) words (reference)
         negatives: bool = True  # one single-piece copy per piece, true label (reference and OpenBackdoor)
 
     def check(self, ctx: AttackContext) -> None:

@@ -19,31 +19,39 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import UsageError, did_you_mean
-from .params import coerce
+from .params import check_params, check_value, coerce, hparam
 from .training import TrainConfig
 from .victims import DEFAULT_VICTIM
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much data and training each phase gets."""
+    """How much data and training each phase gets. Each field declares the values it accepts
+    (:func:`benchmark.params.hparam`); :func:`budget_from` checks them with the option's name."""
 
-    train_limit: int | None = None  # seeded, label-balanced subset of train (per seed)
-    test_limit: int | None = None  # seeded, label-balanced subset of test (the same for every seed)
-    dev_limit: int | None = None  # subset of dev for defenses' model selection
-    max_length: int = 128  # word-pieces, special tokens included
-    clean_fraction: float = 0.2  # defender's clean data: share of the (limited) training set
-    target_label: int = 1
+    train_limit: int | None = hparam(None, range="[1, )")  # seeded, label-balanced subset of train (per seed)
+    test_limit: int | None = hparam(None, range="[1, )")  # seeded, label-balanced subset of test (the same for every seed)
+    dev_limit: int | None = hparam(None, range="[1, )")  # subset of dev for defenses' model selection
+    # word-pieces, special tokens included; at least 16: attacks keep 8 pieces free for their triggers
+    max_length: int = hparam(128, range="[16, )")
+    clean_fraction: float = hparam(0.2, range="(0, 1]")  # defender's clean data: share of the (limited) training set
+    target_label: int = hparam(1, range="[0, )")
     # The victim recipe. OpenBackdoor's lr 2e-5 × 2 epochs underfits MiniLM on a 2000-sample budget
     # (SST-2 test: clean 0.806, BadNets-backdoored 0.570); lr 1e-4 × 3 epochs was chosen on SST-2
     # *dev* (clean 0.849, backdoored 0.849, dev ASR 1.00) against 5e-5 × 3 (0.853 / 0.836).
     victim_training: TrainConfig = TrainConfig(epochs=3, lr=1e-4, batch_size=32, warmup_ratio=0.1)
     defense_training: TrainConfig = TrainConfig(epochs=3, lr=2e-5, batch_size=32, warmup_ratio=0.1,
                                                 weight_decay=0.01)
+
+    def __post_init__(self) -> None:
+        check_params("budget", self)
+        for name in ("victim_training", "defense_training"):
+            check_train_config(getattr(self, name), f"budget.{name}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,10 +94,12 @@ class Suite:
         return dict(self.per_dataset).get(dataset, DatasetPlan(self.budget, self.attacks, self.defenses))
 
     def with_changes(self, *, attacks: Sequence[str] | None = None, defenses: Sequence[str] | None = None,
-                     budget_changes: Mapping[str, Any] | None = None, **fields) -> Suite:
+                     budget_changes: Mapping[str, Any] | None = None,
+                     budget_labels: Mapping[str, str] | None = None, **fields) -> Suite:
         """A copy with budget fields changed everywhere (suite and data sets) and the attacks or
         defenses narrowed to ``attacks``/``defenses``: a label the suite configures keeps its
-        configuration (per data set), any other name is the plugin with its defaults."""
+        configuration (per data set), any other name is the plugin with its defaults.
+        ``budget_labels`` names the budget keys in error messages (see :func:`budget_from`)."""
         def pick(names: Sequence[str] | None, configured: tuple[PluginSpec, ...], where: str):
             if names is None:
                 return configured
@@ -97,7 +107,7 @@ class Suite:
             return _plugin_specs([by_label.get(n, n) for n in names], {}, where)
 
         def change(plan: DatasetPlan) -> DatasetPlan:
-            return DatasetPlan(budget_from(budget_changes or {}, plan.budget, "command line"),
+            return DatasetPlan(budget_from(budget_changes or {}, plan.budget, "command line", budget_labels),
                                pick(attacks, plan.attacks, "--attack"), pick(defenses, plan.defenses, "--defense"))
 
         base = change(DatasetPlan(self.budget, self.attacks, self.defenses))
@@ -105,30 +115,66 @@ class Suite:
                                    per_dataset=tuple((d, change(p)) for d, p in self.per_dataset), **fields)
 
 
-def _train_config(raw: Mapping[str, Any], base: TrainConfig, where: str) -> TrainConfig:
-    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    hints = {"epochs": int, "lr": float, "batch_size": int, "warmup_ratio": float, "weight_decay": float,
-             "max_grad_norm": float, "group_by_length": bool, "schedule": str}
+# the values a training recipe accepts (TrainConfig's fields; max_grad_norm 0 turns clipping off)
+TRAIN_RANGES = {"epochs": "[1, )", "lr": "(0, )", "batch_size": "[1, )", "warmup_ratio": "[0, 1]",
+                "weight_decay": "[0, )", "max_grad_norm": "[0, )"}
+
+
+def check_train_config(config: TrainConfig, where: str, labels: Mapping[str, str] | None = None) -> None:
+    """Refuse a training recipe with values outside :data:`TRAIN_RANGES` (naming the field)."""
+    for key, interval in TRAIN_RANGES.items():
+        label = (labels or {}).get(key, f"{where}.{key}")
+        check_value(getattr(config, key), {"range": interval}, label)
+
+
+def _train_config(raw: Mapping[str, Any], base: TrainConfig, where: str,
+                  labels: Mapping[str, str] | None = None) -> TrainConfig:
+    if not isinstance(raw, Mapping):
+        raise UsageError(f"{where}: expected a table of training fields, got {raw!r}")
+    fields = typing.get_type_hints(TrainConfig)
     changes = {}
     for key, value in raw.items():
         if key not in fields:
             raise UsageError(f"{where}: unknown training field {key!r}." + did_you_mean(key, fields))
-        changes[key] = coerce(value, hints[key], f"{where}.{key}")
-    return dataclasses.replace(base, **changes)
+        label = (labels or {}).get(key, f"{where}.{key}")
+        changes[key] = coerce(value, fields[key], label)
+        check_value(changes[key], {"range": TRAIN_RANGES[key]} if key in TRAIN_RANGES else {}, label)
+    config = dataclasses.replace(base, **changes)
+    check_train_config(config, where)
+    return config
 
 
 BUDGET_FIELDS = {"train_limit": int, "test_limit": int, "dev_limit": int, "max_length": int,
                  "clean_fraction": float, "target_label": int}
+BUDGET_METADATA = {f.name: f.metadata for f in dataclasses.fields(Budget)}
 
 
-def budget_from(raw: Mapping[str, Any], base: Budget = Budget(), where: str = "budget") -> Budget:
+def budget_from(raw: Mapping[str, Any], base: Budget = Budget(), where: str = "budget",
+                labels: Mapping[str, str] | None = None) -> Budget:
+    """``base`` with the budget keys of ``raw`` changed, each coerced and range-checked.
+    ``labels`` names a key in messages (``{"train_limit": "--train-limit"}``;
+    ``"victim_training.epochs"`` for a training field); the default is ``WHERE.KEY``."""
+    labels = labels or {}
     changes: dict[str, Any] = {}
     for key, value in raw.items():
+        label = labels.get(key, f"{where}.{key}")
         if key in BUDGET_FIELDS:
-            changes[key] = None if value is None else coerce(value, BUDGET_FIELDS[key], f"{where}.{key}")
+            changes[key] = None if value is None else coerce(value, BUDGET_FIELDS[key], label)
+            check_value(changes[key], BUDGET_METADATA[key], label)
         elif key in ("victim_training", "defense_training"):
-            changes[key] = _train_config(value, getattr(base, key), f"{where}.{key}")
+            own = {k.partition(".")[2]: v for k, v in labels.items() if k.startswith(f"{key}.")}
+            changes[key] = _train_config(value, getattr(base, key), f"{where}.{key}", own)
     return dataclasses.replace(base, **changes)
+
+
+def check_seeds(seeds: Sequence[Any], where: str) -> tuple[int, ...]:
+    """Seeds as a non-empty tuple of integers in [0, 2**32 - 1] (what every RNG accepts)."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
+        raise UsageError(f"{where}: expected a non-empty list of integer seeds, got {seeds!r}")
+    out = tuple(coerce(s, int, where) for s in seeds)
+    for seed in out:
+        check_value(seed, {"range": f"[0, {2**32 - 1}]"}, where)
+    return out
 
 
 def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], where: str) -> tuple[PluginSpec, ...]:
@@ -194,7 +240,7 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
         victims=tuple(raw.get("victims", [DEFAULT_VICTIM])),
         attacks=_plugin_specs(attacks, common, f"{where}.attacks"),
         defenses=_plugin_specs(defenses, common, f"{where}.defenses"),
-        seeds=tuple(int(s) for s in raw.get("seeds", [0])),
+        seeds=check_seeds(raw.get("seeds", [0]), f"{where}.seeds"),
         budget=budget,
         description=raw.get("description", ""),
         per_dataset=_per_dataset(raw, datasets, attacks, defenses, budget, common, where),

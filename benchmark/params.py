@@ -5,11 +5,27 @@ each field has a type, a default, and a trailing comment giving its meaning or s
 dataclass is the only place defaults live. Overrides come from ``registry.toml`` suites and
 from ``--set plugin.param=value`` on the command line, in that order, and are checked here:
 unknown keys and values of the wrong type raise :class:`UsageError` naming plugin and key.
+
+A field may also declare the values it accepts, with :func:`hparam` (or the same keys in
+``dataclasses.field(metadata=...)``)::
+
+    poison_rate: float = hparam(0.1, range="[0, 1]")  # share of the training set
+    triggers: tuple[str, ...] = hparam(("cf", "mn"), nonempty=True)  # candidate trigger words
+    unit: str = hparam("word", choices=("word", "wordpiece"))
+
+``range`` is an interval: ``[`` and ``]`` include the bound, ``(`` and ``)`` exclude it, an
+empty bound is unbounded (``"[1, )"``: at least 1); for a tuple it applies to every item.
+``choices`` lists the allowed values; ``nonempty`` refuses an empty tuple or string. ``None``
+(where the type allows it) always passes. NaN is never a valid number. :func:`resolve_params`
+checks every field, so ``bdbench validate`` and ``bdbench run`` refuse the same values before
+any training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +37,103 @@ from .errors import UsageError, did_you_mean
 @dataclasses.dataclass(frozen=True)
 class NoParams:
     """For plugins without hyperparameters."""
+
+
+def hparam(default: Any, *, range: str | None = None, choices: tuple | None = None,  # noqa: A002
+          nonempty: bool = False) -> Any:
+    """A hyperparameter field with its default and the values it accepts (module docstring)."""
+    metadata: dict[str, Any] = {}
+    if range is not None:
+        Interval.parse(range)  # a malformed range fails when the class is defined
+        metadata["range"] = range
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if nonempty:
+        metadata["nonempty"] = True
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_INTERVAL = re.compile(r"^\s*([\[(])\s*([^,]*?)\s*,\s*([^,]*?)\s*([\])])\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A range of numbers such as ``(0, 1]``: closed or open at each end, possibly unbounded."""
+
+    low: float | None
+    high: float | None
+    low_closed: bool = True
+    high_closed: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        match = _INTERVAL.match(text)
+        if not match:
+            raise ValueError(f"range {text!r}: expected an interval such as '[0, 1]', '(0, 1]' or '[1, )'")
+        opening, low, high, closing = match.groups()
+
+        def bound(raw: str) -> float | None:
+            if raw in ("", "inf", "-inf", "+inf"):
+                return None
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError(f"range {text!r}: {raw!r} is not a number") from None
+
+        return cls(bound(low), bound(high), opening == "[", closing == "]")
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_closed)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_closed)):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        low = "" if self.low is None else show_number(self.low)
+        high = "" if self.high is None else show_number(self.high)
+        return f"{'[' if self.low_closed else '('}{low}, {high}{']' if self.high_closed else ')'}"
+
+    def describe(self) -> str:
+        """Words for error messages: 'at least 1', 'in (0, 1]', ..."""
+        if self.high is None and self.low is not None:
+            return f"{'at least' if self.low_closed else 'more than'} {show_number(self.low)}"
+        if self.low is None and self.high is not None:
+            return f"{'at most' if self.high_closed else 'less than'} {show_number(self.high)}"
+        return f"in {self}"
+
+
+def show_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def check_value(value: Any, metadata: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`UsageError` (naming ``where``) when ``value`` breaks a field's declared
+    ``range``, ``choices`` or ``nonempty`` (see the module docstring)."""
+    if value is None:
+        return
+    if metadata.get("nonempty") and isinstance(value, tuple | str) and not (
+            value.strip() if isinstance(value, str) else value):
+        raise UsageError(f"{where}: must not be empty")
+    items = value if isinstance(value, tuple) else (value,)
+    choices = metadata.get("choices")
+    if choices is not None:
+        for item in items:
+            if item not in choices:
+                raise UsageError(f"{where}: {item!r} is not one of {', '.join(repr(c) for c in choices)}")
+    if metadata.get("range") is not None:
+        interval = Interval.parse(metadata["range"])
+        for item in items:
+            if isinstance(item, int | float) and not isinstance(item, bool) and item not in interval:
+                raise UsageError(f"{where}: expected a value {interval.describe()}, got {item!r}")
+
+
+def check_params(plugin_name: str, params) -> None:
+    """Check every field of a params instance against its declared constraints."""
+    for f in dataclasses.fields(params):
+        check_value(getattr(params, f.name), f.metadata, f"{plugin_name}.{f.name}")
 
 
 def param_fields(params_cls: type) -> list[dataclasses.Field]:
@@ -98,9 +211,12 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise UsageError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise UsageError(f"{where}: expected a number, got {value!r}") from None
+        if math.isnan(number):
+            raise UsageError(f"{where}: expected a number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -117,7 +233,9 @@ def resolve_params(plugin_name: str, params_cls: type, overrides: Mapping[str, A
         if key not in known:
             raise UsageError(f"plugin {plugin_name!r} has no parameter {key!r}." + did_you_mean(key, known))
         values[key] = coerce(raw, hints[key], f"{plugin_name}.{key}")
-    return params_cls(**values)
+    params = params_cls(**values)
+    check_params(plugin_name, params)
+    return params
 
 
 def params_to_dict(params) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
+from benchmark.params import hparam
 from benchmark.victims import clone_model
 
 
@@ -51,16 +52,16 @@ class FineMixing(Defense):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        rho: float | None = None  # kept share of θ_B; None = choose from rho_grid on clean dev
-        rho_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)  # methods.md B4 sweep
-        tolerance: float = 0.02  # ρ rule: dev acc ≥ dev acc of θ_B − tolerance (our reading)
+        rho: float | None = hparam(None, range="[0, 1]")  # kept share of θ_B; None = choose from rho_grid on clean dev
+        rho_grid: tuple[float, ...] = hparam((0.1, 0.2, 0.3, 0.5, 0.7), range="[0, 1]", nonempty=True)  # methods.md B4 sweep
+        tolerance: float = hparam(0.02, range="[0, )")  # ρ rule: dev acc ≥ dev acc of θ_B − tolerance (our reading)
         mask_seed: int = 0  # mixed with the scenario seed; methods.md: report ≥ 3 mask seeds
         mix: bool = True  # False: no mixing (E-PUR alone when e_pur, else plain FT)
         e_pur: bool = False  # reset the top-scored word embeddings to pre-trained (report both ways)
-        e_pur_top: int = 200  # N tokens reset (our reading: "hundreds")
+        e_pur_top: int = hparam(200, range="[0, )")  # N tokens reset (our reading: "hundreds")
         e_pur_normaliser: Literal["log", "sqrt", "none"] = "log"  # g(f): log(2+f), sqrt(1+f), 1
-        lr: float | None = None  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = None  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

@@ -47,6 +47,7 @@ import torch
 
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
 from benchmark.encoding import iterate_batches
+from benchmark.params import hparam
 from benchmark.victims import encoder_layers
 
 
@@ -59,11 +60,11 @@ class FinePruning(Defense):
     class Params:
         layer: int = -1  # encoder layer to prune, 1..L; -1 = the last (Liu: the last conv layer)
         score: Literal["mean", "abs_mean"] = "mean"  # signed mean activation (methods.md B2) or mean |a|
-        tolerance: float = 0.04  # allowed clean-dev accuracy drop; Liu 4% [recalled], BackdoorBench 0.1
-        step: float = 0.01  # share of the neurons pruned per step (BackdoorBench once_prune_ratio)
-        max_ratio: float = 1.0  # never prune more than this share of the layer's neurons
-        lr: float | None = None  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = None  # None: the shared recipe's epochs (3)
+        tolerance: float = hparam(0.04, range="[0, )")  # allowed clean-dev accuracy drop; Liu 4% [recalled], BackdoorBench 0.1
+        step: float = hparam(0.01, range="(0, 1]")  # share of the neurons pruned per step (BackdoorBench once_prune_ratio)
+        max_ratio: float = hparam(1.0, range="(0, 1]")  # never prune more than this share of the layer's neurons
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

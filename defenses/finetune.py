@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from benchmark import Defense, DefenseContext
+from benchmark.params import hparam
 
 
 class FineTune(Defense):
@@ -26,8 +27,8 @@ class FineTune(Defense):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        lr: float | None = None  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = None  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
 
     def purify(self, model, ctx: DefenseContext):
         ctx.finetune(model, ctx.clean_data, lr=self.params.lr, epochs=self.params.epochs)

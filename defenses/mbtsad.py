@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from benchmark import Defense, DefenseContext, DefenseOutput, Example, UsageError
 from benchmark.distill import attention_map_loss, forward_internals, hidden_state_loss, resolve_layers
+from benchmark.params import hparam
 
 Span = tuple[int, int]  # [start, end) character offsets of one token in a text
 
@@ -134,20 +135,20 @@ class MBTSAD(Defense):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        copies: int = 3  # N augmented copies per clean sample (brief)
-        split_rate: float = 0.3  # share of the tokens cut per copy (brief); 0: no splitting (ablation)
+        copies: int = hparam(3, range="[0, )")  # N augmented copies per clean sample (brief)
+        split_rate: float = hparam(0.3, range="[0, 1]")  # share of the tokens cut per copy (brief); 0: no splitting (ablation)
         unit: Literal["word", "wordpiece"] = "word"  # what a token is (our reading: whitespace word)
-        teacher_lr: float = 2e-5  # stage 1 retraining lr (brief)
-        teacher_epochs: int | None = None  # None: shared defense recipe (3); paper value unknown
-        student_lr: float = 5e-4  # stage 2 distillation lr (brief)
-        student_epochs: int | None = None  # None: shared defense recipe (3); paper value unknown
-        alpha: float = 100.0  # weight of L_a, attention maps (paper value unknown; our scale reading)
-        beta: float = 1.0  # weight of L_h, hidden states (paper value unknown; our scale reading)
-        layers: tuple[int, ...] = ()  # 1-based encoder layers for L_a and L_h; () = all
+        teacher_lr: float = hparam(2e-5, range="(0, )")  # stage 1 retraining lr (brief)
+        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: shared defense recipe (3); paper value unknown
+        student_lr: float = hparam(5e-4, range="(0, )")  # stage 2 distillation lr (brief)
+        student_epochs: int | None = hparam(None, range="[1, )")  # None: shared defense recipe (3); paper value unknown
+        alpha: float = hparam(100.0, range="[0, )")  # weight of L_a, attention maps (paper value unknown; our scale reading)
+        beta: float = hparam(1.0, range="[0, )")  # weight of L_h, hidden states (paper value unknown; our scale reading)
+        layers: tuple[int, ...] = hparam((), range="[1, )")  # 1-based encoder layers for L_a and L_h; () = all
         distance: Literal["mse", "kl"] = "mse"  # attention-map distance (TinyBERT-style MSE)
         distill_data: Literal["clean", "augmented"] = "clean"  # stage 2 data (our reading: clean, as NAD)
         student_dropout: bool = False  # dropout in the student during stage 2 (off: clean maps)
-        data_share: float = 1.0  # share of ctx.clean_data used (clean-data-amount ablation)
+        data_share: float = hparam(1.0, range="(0, 1]")  # share of ctx.clean_data used (clean-data-amount ablation)
 
     def purify(self, model, ctx: DefenseContext) -> DefenseOutput:
         p = self.params

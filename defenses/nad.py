@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
 from benchmark.distill import activation_attention_loss, attention_map_loss, forward_internals, resolve_layers
 from benchmark.encoding import iterate_batches
+from benchmark.params import hparam
 from benchmark.victims import clone_model
 
 
@@ -58,14 +59,14 @@ class NAD(Defense):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        beta: float | None = None  # None: β = CE/L_AT at step 0 (methods.md B3); else fixed (A: 1e2–1e4)
+        beta: float | None = hparam(None, range="[0, )")  # None: β = CE/L_AT at step 0 (methods.md B3); else fixed (A: 1e2–1e4)
         variant: Literal["activation", "attention_map"] = "activation"  # methods.md B3 variant A (default) or B
-        layers: tuple[int, ...] = ()  # 1-based encoder layers Λ; empty = all (methods.md B3 default)
-        p: float = 2.0  # exponent of the activation attention (NAD reference code: p = 2)
-        teacher_lr: float | None = None  # None: the shared recipe's lr (2e-5), teacher = FT baseline
-        teacher_epochs: int | None = None  # None: the shared recipe's epochs (3); methods.md says 3–5
-        lr: float | None = None  # student lr; None: the shared recipe's (2e-5)
-        epochs: int | None = None  # student epochs; None: the shared recipe's (3)
+        layers: tuple[int, ...] = hparam((), range="[1, )")  # 1-based encoder layers Λ; empty = all (methods.md B3 default)
+        p: float = hparam(2.0, range="(0, )")  # exponent of the activation attention (NAD reference code: p = 2)
+        teacher_lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5), teacher = FT baseline
+        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3); methods.md says 3–5
+        lr: float | None = hparam(None, range="(0, )")  # student lr; None: the shared recipe's (2e-5)
+        epochs: int | None = hparam(None, range="[1, )")  # student epochs; None: the shared recipe's (3)
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

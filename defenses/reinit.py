@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
+from benchmark.params import hparam
 from benchmark.victims import encoder_layers
 
 
@@ -44,10 +45,10 @@ class Reinit(Defense):
     @dataclasses.dataclass(frozen=True)
     class Params:
         mode: Literal["head", "top_k", "all"] = "top_k"  # methods.md B5 Re-init-head / -top-k / -all
-        k: int = 3  # top_k: encoder layers reset (methods.md B5: 1, 3 or 6)
+        k: int = hparam(3, range="[1, )")  # top_k: encoder layers reset (methods.md B5: 1, 3 or 6)
         to: Literal["pretrained", "random"] = "pretrained"  # top_k: θ_Pre, or N(0, 0.02) (Zhang et al. 2021)
-        lr: float | None = None  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = None  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params
