@@ -3,10 +3,17 @@
 Both paths end in :meth:`Registry.add`. Built-in classes are imported lazily, on first use; a
 plugin that fails to import is remembered with its error, reported by ``bdbench list``, and
 breaks only the runs that ask for it.
+
+A third-party plugin that misbehaves while it loads (its module fails to import, a hook raises,
+it reuses a name that is already taken, or its hooks do not match the specs) is reported with a
+warning naming the distribution, the entry point and the hook, disabled as a whole, and the
+rest goes on. An entry point that provides no hook at all (``name = "pkg.module:Class"``
+instead of a module with ``@hookimpl def bdbench_defenses()``) is reported the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
@@ -32,6 +39,12 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "bdbench"
 KINDS = {"attack": Attack, "defense": Defense}
+PROVIDER_HOOKS = (("attack", "bdbench_attacks"), ("defense", "bdbench_defenses"))
+
+
+def installed_entry_points() -> list:
+    """The installed entry points of the ``bdbench`` group."""
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def registry_path() -> Path:
@@ -114,20 +127,48 @@ class Registry:
         self.entries[key] = Entry(kind, name, source, loader)
 
     def add_plugin_module(self, module, source: str) -> None:
-        """Register a hook-implementing module and collect what its hooks provide."""
-        self.pm.register(module, name=source)
-        self.pm.check_pending()
+        """Register a hook-implementing module and collect what its hooks provide. On any
+        failure nothing of the module stays registered and a :class:`PluginError` says which
+        hook failed and how."""
+        try:
+            self.pm.register(module, name=source)
+            self.pm.check_pending()
+        except Exception as exc:  # pluggy's PluginValidationError, a name registered twice, ...
+            with contextlib.suppress(Exception):
+                self.pm.unregister(module)
+            raise PluginError(f"{source}: not a valid bdbench plugin ({type(exc).__name__}: {exc})") from None
+        if not self.pm.get_hookcallers(module):
+            self.pm.unregister(module)
+            raise PluginError(f"{source}: provides nothing: {module!r} implements no bdbench hook. The entry point "
+                              "should name a module holding '@hookimpl def bdbench_defenses(): return [MyDefense]' "
+                              "(or bdbench_attacks, bdbench_datasets, bdbench_record)")
         caller = self.pm.subset_hook_caller  # only this module's hooks, so sources stay exact
         others = [p for p in self.pm.get_plugins() if p is not module]
-        for kind, hook in (("attack", "bdbench_attacks"), ("defense", "bdbench_defenses")):
-            for classes in caller(hook, others)():
-                for cls in classes or []:
-                    self.add(kind, getattr(cls, "name", repr(cls)), source, lambda cls=cls: cls)
-        for specs in caller("bdbench_datasets", others)():
-            for spec in specs or []:
-                if spec.name in self.datasets:
-                    raise PluginError(f"data set {spec.name!r} is defined twice (again by {source})")
-                self.datasets[spec.name] = spec
+        added: list[tuple[str, str]] = []
+        datasets: list[str] = []
+        hook = ""
+        try:
+            for kind, hook in PROVIDER_HOOKS:
+                for classes in caller(hook, others)():
+                    for cls in classes or []:
+                        name = getattr(cls, "name", repr(cls))
+                        self.add(kind, name, source, lambda cls=cls: cls)
+                        added.append((kind, name))
+            hook = "bdbench_datasets"
+            for specs in caller(hook, others)():
+                for spec in specs or []:
+                    if spec.name in self.datasets:
+                        raise PluginError(f"data set {spec.name!r} is defined twice (again by {source})")
+                    self.datasets[spec.name] = spec
+                    datasets.append(spec.name)
+        except Exception as exc:
+            for key in added:
+                del self.entries[key]
+            for name in datasets:
+                del self.datasets[name]
+            self.pm.unregister(module)
+            detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            raise PluginError(f"{source}: hook {hook} failed: {detail}") from None
 
     def load_builtins(self, path: Path | None = None) -> None:
         table = read_registry_toml(path)
@@ -137,16 +178,24 @@ class Registry:
         self.add_plugin_module(builtin_datasets, "builtin:benchmark.datasets")
 
     def load_entry_points(self) -> None:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            source = f"entry-point:{ep.dist.name if ep.dist else '?'}:{ep.value}"
+        """Load every installed plugin; one that fails is reported, disabled, and skipped."""
+        for ep in installed_entry_points():
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            source = f"entry-point:{dist}:{ep.value}"
+            where = f"entry point {ep.name} = {ep.value!r} of distribution {dist}"
             try:
                 module = ep.load()
             except Exception as exc:
-                message = f"{source}: failed to import ({type(exc).__name__}: {exc})"
-                log.warning("bdbench plugin %s", message)
-                self.broken.append(message)
+                self._disable(f"{source}: failed to import ({type(exc).__name__}: {exc})", where)
                 continue
-            self.add_plugin_module(module, source)
+            try:
+                self.add_plugin_module(module, source)
+            except PluginError as exc:
+                self._disable(str(exc), where)
+
+    def _disable(self, message: str, where: str) -> None:
+        log.warning("bdbench plugin disabled (%s): %s", where, message)
+        self.broken.append(message)
 
     # -- lookup
     def names(self, kind: str) -> list[str]:
@@ -155,7 +204,7 @@ class Registry:
     def get(self, kind: str, name: str) -> type:
         key = (kind, name)
         if key not in self.entries:
-            extra = f" Plugins that failed to import: {'; '.join(self.broken)}." if self.broken else ""
+            extra = f" Plugins that failed to load: {'; '.join(self.broken)}." if self.broken else ""
             raise UsageError(f"unknown {kind} {name!r}." + did_you_mean(name, self.names(kind)) + extra)
         return self.entries[key].load()
 

@@ -1,7 +1,9 @@
 import textwrap
+import types
 
 import pytest
 
+from benchmark import Defense, hookimpl
 from benchmark.errors import PluginError, UsageError
 from benchmark.registry import Registry, default_registry, read_registry_toml
 
@@ -113,3 +115,115 @@ def test_plugin_class_that_fails_to_import_fails_its_cells_only(tmp_path, tiny_v
     assert by_name["none"]["status"] == "ok"
     assert by_name["ghost"]["status"] == "failed"
     assert "ModuleNotFoundError" in by_name["ghost"]["error"]
+
+
+# --------------------------------------------------------------------------- plugins that misbehave at load time
+
+class FakeEntryPoint:
+    """What ``importlib.metadata`` yields for an installed plugin, with a chosen ``load()``."""
+
+    def __init__(self, name, value, dist, obj=None, error=None):
+        self.name, self.value, self.obj, self.error = name, value, obj, error
+        self.dist = types.SimpleNamespace(name=dist)
+
+    def load(self):
+        if self.error is not None:
+            raise self.error
+        return self.obj
+
+
+def plugin_module(name, **hooks):
+    """A module whose functions ``hooks`` are marked ``@hookimpl``."""
+    module = types.ModuleType(name)
+    for hook, function in hooks.items():
+        function.__name__ = hook
+        setattr(module, hook, hookimpl(function))
+    return module
+
+
+def toy_defense(defense_name):
+    class Toy(Defense):
+        name = defense_name
+        version = "1"
+
+        def purify(self, model, ctx):
+            return model
+
+    return Toy
+
+
+GOOD = FakeEntryPoint("good", "good_plugin", "bdbench-good",
+                      plugin_module("good_plugin", bdbench_defenses=lambda: [toy_defense("good_guard")]))
+
+
+def load_with(monkeypatch, *entry_points) -> Registry:
+    monkeypatch.setattr("benchmark.registry.installed_entry_points", lambda: list(entry_points))
+    registry = Registry()
+    registry.load_builtins()
+    registry.load_entry_points()
+    return registry
+
+
+def warnings_of(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_hook_that_raises_disables_its_plugin_only(monkeypatch, caplog):
+    def explode():
+        raise RuntimeError("boom at load")
+
+    bad = FakeEntryPoint("bad", "bad_plugin", "bdbench-bad",
+                         plugin_module("bad_plugin", bdbench_attacks=lambda: [], bdbench_defenses=explode))
+    registry = load_with(monkeypatch, bad, GOOD)
+    text = warnings_of(caplog)
+    assert "bad = 'bad_plugin' of distribution bdbench-bad" in text
+    assert "hook bdbench_defenses failed: RuntimeError: boom at load" in text
+    assert [b for b in registry.broken if "bdbench-bad" in b]
+    assert registry.get("defense", "good_guard").name == "good_guard"  # the others load
+    assert registry.entries[("defense", "none")].source.startswith("builtin:")
+    assert "entry-point:bdbench-bad:bad_plugin" not in {registry.pm.get_name(p) for p in registry.pm.get_plugins()}
+    assert "entry-point:bdbench-good:good_plugin" in {registry.pm.get_name(p) for p in registry.pm.get_plugins()}
+
+
+def test_a_name_clash_with_a_builtin_disables_the_plugin(monkeypatch, caplog):
+    clash = FakeEntryPoint("clash", "clash_plugin", "bdbench-clash", plugin_module(
+        "clash_plugin", bdbench_defenses=lambda: [toy_defense("its_own"), toy_defense("none")]))
+    registry = load_with(monkeypatch, clash)
+    text = warnings_of(caplog)
+    assert "of distribution bdbench-clash" in text and "hook bdbench_defenses failed" in text
+    assert "defense 'none' is defined twice" in text
+    assert registry.entries[("defense", "none")].source == "builtin:defenses.none:NoDefense"
+    assert ("defense", "its_own") not in registry.entries  # the whole plugin is disabled
+
+
+def test_an_entry_point_that_provides_nothing_is_reported(monkeypatch, caplog):
+    naming_a_class = FakeEntryPoint("guard", "bdbench_guard.plugin:Guard", "bdbench-guard", toy_defense("guard"))
+    registry = load_with(monkeypatch, naming_a_class)
+    text = warnings_of(caplog)
+    assert "guard = 'bdbench_guard.plugin:Guard' of distribution bdbench-guard" in text
+    assert "provides nothing" in text and "@hookimpl def bdbench_defenses()" in text
+    assert ("defense", "guard") not in registry.entries
+    assert any("provides nothing" in b for b in registry.broken)
+
+
+def test_a_misspelt_hook_is_reported_not_fatal(monkeypatch, caplog):
+    typo = FakeEntryPoint("typo", "typo_plugin", "bdbench-typo",
+                          plugin_module("typo_plugin", bdbench_defences=lambda: [toy_defense("typo_guard")]))
+    registry = load_with(monkeypatch, typo, GOOD)
+    assert "bdbench_defences" in warnings_of(caplog) and "not a valid bdbench plugin" in warnings_of(caplog)
+    assert ("defense", "good_guard") in registry.entries
+
+
+def test_every_command_survives_a_broken_plugin(monkeypatch, capsys, tmp_path, tiny_victim_dir):
+    from benchmark.cli import main
+
+    def explode():
+        raise RuntimeError("boom at load")
+
+    bad = FakeEntryPoint("bad", "bad_plugin", "bdbench-bad", plugin_module("bad_plugin", bdbench_defenses=explode))
+    monkeypatch.setattr("benchmark.registry.installed_entry_points", lambda: [bad])
+    monkeypatch.setattr("benchmark.registry._DEFAULT", None)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "none v1" in out and "hook bdbench_defenses failed: RuntimeError: boom at load" in out
+    assert main(["validate", "--victim", str(tiny_victim_dir), "--out", str(tmp_path / "o")]) == 0
