@@ -8,9 +8,20 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BdbenchError
+from .errors import BdbenchError, UsageError
 
 log = logging.getLogger("benchmark")
+
+# the command-line options that set budget fields, named in error messages
+BUDGET_OPTIONS = {"train_limit": "--train-limit", "test_limit": "--test-limit", "max_length": "--max-length",
+                  "clean_fraction": "--clean-fraction", "victim_training.epochs": "--epochs"}
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes become a :class:`UsageError`, so that every error reads ``bdbench: error: ...``."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +62,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bdbench", description=__doc__)
+    parser = Parser(prog="bdbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a suite (default: quick) and write records and the leaderboard")
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _suite_from_args(args):
-    from .config import suite_from_toml
+    from .config import check_seeds, suite_from_toml
     from .registry import read_registry_toml
 
     suite = suite_from_toml(args.suite, read_registry_toml())
@@ -80,13 +91,14 @@ def _suite_from_args(args):
     if args.victim:
         fields["victims"] = tuple(args.victim)
     if args.seeds:
-        fields["seeds"] = tuple(args.seeds)
+        fields["seeds"] = check_seeds(args.seeds, "--seeds")
     budget_changes = {k: v for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit),
                                        ("max_length", args.max_length), ("clean_fraction", args.clean_fraction))
                       if v is not None}
     if args.epochs is not None:
         budget_changes["victim_training"] = {"epochs": args.epochs}
-    return suite.with_changes(attacks=args.attack, defenses=args.defense, budget_changes=budget_changes, **fields)
+    return suite.with_changes(attacks=args.attack, defenses=args.defense, budget_changes=budget_changes,
+                              budget_labels=BUDGET_OPTIONS, **fields)
 
 
 def _plugin_options(options: list[str]) -> tuple[tuple[str, str], ...]:
@@ -122,6 +134,42 @@ def _executor_from_args(args, suite):
     return make_executor(name, workers=workers, threads=threads, ray_address=args.ray_address)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot take records, before any work; creates nothing."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    records = out / "records.jsonl"
+    if records.exists() or records.is_symlink():
+        if not records.is_file():
+            raise UsageError(f"--out {out}: cannot append records to {records} (not a regular file)")
+        if not os.access(records, os.W_OK):
+            raise UsageError(f"--out {out}: cannot append records to {records} (read-only)")
+        return
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot create files in {existing} (not writable)")
+
+
+def _preflight(args, cells, config, out: Path) -> None:
+    """What the runner's own checks do not cover, for ``run`` and ``validate`` alike, before any
+    work: the output folder (and its records on ``--resume``), the data folder, and each victim
+    (a path that is not a folder, unreadable or pickle weights, no tokenizer, ``max_length``
+    beyond its positions)."""
+    from .data import check_data_dir
+    from .records import finished_cells
+    from .victims import check_victim
+
+    _check_out(out)
+    if args.resume:
+        finished_cells(out)  # a records file that is not bdbench's fails here, naming file and line
+    check_data_dir(config.data_dir)
+    for victim in sorted({c.victim for c in cells}):
+        longest = max(c.budget.max_length for c in cells if c.victim == victim)
+        check_victim(victim, allow_pickle=config.allow_pickle, max_length=longest)
+
+
 def cmd_run(args) -> int:
     from .leaderboard import render_leaderboard
     from .runner import expand, run_cells
@@ -129,8 +177,9 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     suite = _suite_from_args(args)
     config = _harness_config(args, out)
-    executor = _executor_from_args(args, suite)
     cells = expand(suite)
+    _preflight(args, cells, config, out)
+    executor = _executor_from_args(args, suite)
     log.info("suite %s: %d cells -> %s (store %s)", suite.name, len(cells), out, config.store_dir)
     records = run_cells(cells, config, out, resume=args.resume, executor=executor)
     paths = render_leaderboard(out)
@@ -147,8 +196,10 @@ def cmd_validate(args) -> int:
 
     suite = _suite_from_args(args)
     cells = expand(suite)
+    config = _harness_config(args, Path(args.out))
+    _preflight(args, cells, config, Path(args.out))
     _executor_from_args(args, suite)
-    check_config(cells, _harness_config(args, Path(args.out)))
+    check_config(cells, config)
     print(f"ok: suite {suite.name}, {len(cells)} cells; every plugin, parameter and data set resolves")
     return 0
 
@@ -156,7 +207,13 @@ def cmd_validate(args) -> int:
 def cmd_leaderboard(args) -> int:
     from .leaderboard import render_leaderboard
 
-    paths = render_leaderboard(Path(args.dir), latex=args.latex)
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise UsageError(f"leaderboard {folder}: {'is not a folder' if folder.exists() else 'no such folder'} "
+                         "(expected the --out folder of a run, holding records.jsonl)")
+    if not (folder / "records.jsonl").is_file():
+        raise UsageError(f"leaderboard {folder}: no records.jsonl there (expected the --out folder of a run)")
+    paths = render_leaderboard(folder, latex=args.latex)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     if args.open:
@@ -174,9 +231,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_new_defense(args) -> int:
+    from .registry import default_registry
     from .scaffold import scaffold_defense
 
-    folder = scaffold_defense(args.name, Path(args.dir))
+    registry = default_registry()
+    taken = {name: entry.source for (kind, name), entry in registry.entries.items() if kind == "defense"}
+    folder = scaffold_defense(args.name, Path(args.dir), taken)
     print(f"created {folder}; install it with: pip install -e {folder}")
     return 0
 
@@ -190,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose"):
         argv = ["run", *argv]  # `bdbench` alone runs the quick suite
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args([*argv, "run"])
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args([*argv, "run"])
+    except UsageError as exc:
+        print(f"bdbench: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

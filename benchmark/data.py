@@ -75,42 +75,54 @@ class DatasetSpec:
 
 # --------------------------------------------------------------------------- reading files
 
-def read_tsv(path: Path) -> list[Example]:
-    """Read a ``sentence<TAB>label`` file with a header and no quoting (GLUE style)."""
+def _read_text(path: Path) -> str:
+    """A file's text as UTF-8; a :class:`DataError` naming the file (and line) otherwise."""
     try:
-        handle = path.open(encoding="utf-8", newline="\n")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+
+
+def read_tsv(path: Path, num_labels: int | None = None) -> list[Example]:
+    """Read a ``sentence<TAB>label`` file with a header and no quoting (GLUE style); with
+    ``num_labels``, a label outside ``0..num_labels-1`` is an error naming its line."""
+    lines = _read_text(path).split("\n")
+    header = lines[0].rstrip("\r")
+    columns = header.split("\t")
+    if len(columns) < 2 or columns[-1].strip().lower() != "label":
+        raise DataError(f"{path}:1: expected the header 'sentence<TAB>label', got {header[:80]!r}")
     examples = []
-    with handle:
-        header = handle.readline().rstrip("\n")
-        columns = header.split("\t")
-        if len(columns) < 2 or columns[-1].strip().lower() != "label":
-            raise DataError(f"{path}:1: expected the header 'sentence<TAB>label', got {header!r}")
-        for lineno, line in enumerate(handle, start=2):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            text, sep, label = line.rpartition("\t")
-            if not sep:
-                raise DataError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab")
-            try:
-                label_value = int(label)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: label {label!r} is not an integer") from None
-            if not text.strip():
-                raise DataError(f"{path}:{lineno}: empty text")
-            examples.append(Example(text, label_value))
+    for lineno, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        text, sep, label = line.rpartition("\t")
+        if not sep:
+            raise DataError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab")
+        try:
+            label_value = int(label)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: label {label!r} is not an integer") from None
+        if num_labels is not None and not 0 <= label_value < num_labels:
+            raise DataError(f"{path}:{lineno}: label {label_value} is out of range, expected 0..{num_labels - 1}")
+        if not text.strip():
+            raise DataError(f"{path}:{lineno}: empty text")
+        examples.append(Example(text, label_value))
     return examples
 
 
 def read_lines_with_labels(text_path: Path, label_path: Path) -> list[Example]:
     """OpenBackdoor's LOTClass layout: one text per line, labels in a parallel file."""
-    for p in (text_path, label_path):
-        if not p.is_file():
-            raise DataError(f"{p}: file not found")
-    texts = text_path.read_text(encoding="utf-8").split("\n")
-    labels = label_path.read_text(encoding="utf-8").split("\n")
+    texts = _read_text(text_path).split("\n")
+    labels = _read_text(label_path).split("\n")
     if texts and texts[-1] == "":
         texts.pop()
     if labels and labels[-1] == "":
@@ -166,8 +178,8 @@ def _from_uniform_dir(spec: DatasetSpec, root: Path) -> Dataset | None:
     folder = root / spec.name
     if not (folder / "train.tsv").is_file():
         return None
-    splits = {s: read_tsv(folder / f"{s}.tsv") for s in ("train", "test")}
-    splits["dev"] = read_tsv(folder / "dev.tsv") if (folder / "dev.tsv").is_file() else []
+    splits = {s: read_tsv(folder / f"{s}.tsv", spec.num_labels) for s in ("train", "test")}
+    splits["dev"] = read_tsv(folder / "dev.tsv", spec.num_labels) if (folder / "dev.tsv").is_file() else []
     return _finish(spec, splits, f"dir:{folder}")
 
 
@@ -177,8 +189,8 @@ def _from_openbackdoor_dir(spec: DatasetSpec, root: Path) -> Dataset | None:
     relative = Path(spec.openbackdoor_dir)
     for folder in (root / relative, root / "datasets" / relative, root / relative.name):
         if spec.openbackdoor_format == "tsv" and (folder / "train.tsv").is_file():
-            splits = {s: read_tsv(folder / f"{s}.tsv") for s in ("train", "test")}
-            splits["dev"] = read_tsv(folder / "dev.tsv") if (folder / "dev.tsv").is_file() else []
+            splits = {s: read_tsv(folder / f"{s}.tsv", spec.num_labels) for s in ("train", "test")}
+            splits["dev"] = read_tsv(folder / "dev.tsv", spec.num_labels) if (folder / "dev.tsv").is_file() else []
             return _finish(spec, splits, f"openbackdoor:{folder}")
         if spec.openbackdoor_format == "txt" and (folder / "train.txt").is_file():
             splits = {s: read_lines_with_labels(folder / f"{s}.txt", folder / f"{s}_labels.txt")
@@ -209,6 +221,17 @@ def data_dir_from_env(data_dir: str | os.PathLike | None) -> Path | None:
         return Path(data_dir)
     env = os.environ.get("BDBENCH_DATA")
     return Path(env) if env else None
+
+
+def check_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data folder (``--data-dir``, else ``BDBENCH_DATA``), refused when it is not a folder,
+    even for runs whose data sets need none (a typo should not go unnoticed)."""
+    root = data_dir_from_env(data_dir)
+    if root is not None and not root.is_dir():
+        option = "--data-dir" if data_dir else "BDBENCH_DATA"
+        what = "is not a folder" if root.exists() else "no such folder"
+        raise DataError(f"{option} {root}: {what}")
+    return root
 
 
 def load_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Dataset:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import UsageError
@@ -53,9 +54,17 @@ def bdbench_defenses():
 '''
 
 
-def scaffold_defense(name: str, where: Path) -> Path:
+def scaffold_defense(name: str, where: Path, taken: Mapping[str, str] | None = None) -> Path:
+    """Write the package ``where/bdbench-NAME``. ``taken`` maps the defense names already in use
+    (built-in or installed) to where they come from; a name among them is refused, as is a
+    ``where`` that is not an existing folder."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise UsageError(f"defense name {name!r}: use lower-case letters, digits and underscores")
+    if taken and name in taken:
+        raise UsageError(f"defense name {name!r} is taken ({taken[name]}); choose another name")
+    if not where.is_dir():
+        what = "is not a folder" if where.exists() else "no such folder"
+        raise UsageError(f"--dir {where}: {what}; create it first or pass an existing folder")
     module = f"bdbench_{name}"
     cls = "".join(part.capitalize() for part in name.split("_"))
     folder = where / f"bdbench-{name}"

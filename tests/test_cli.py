@@ -6,6 +6,8 @@ import torch
 
 from benchmark.cli import main
 
+from conftest import REPO
+
 BASE = ["run", "--suite", "quick", "--defense", "none", "--train-limit", "120", "--test-limit", "40",
         "--device", "cpu", "--precision", "fp32"]
 
@@ -100,3 +102,38 @@ def test_new_defense_scaffold_imports(tmp_path):
     spec.loader.exec_module(module)
     [cls] = module.bdbench_defenses()
     assert cls.name == "my_guard" and cls.requires == {"clean_data"}
+
+
+def test_new_defense_matches_the_guide(tmp_path):
+    guide = (REPO / "docs" / "adding-a-defense.md").read_text(encoding="utf-8")
+    assert main(["new-defense", "my_guard", "--dir", str(tmp_path)]) == 0
+    package = tmp_path / "bdbench-my_guard"
+    entry = 'bdbench_my_guard = "bdbench_my_guard.plugin"'
+    assert entry in guide and entry in (package / "pyproject.toml").read_text(encoding="utf-8")
+    assert "@hookimpl\n   def bdbench_defenses():" in guide
+    assert "@hookimpl\ndef bdbench_defenses():" in (package / "bdbench_my_guard" / "plugin.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["none", "mbtsad"])
+def test_new_defense_refuses_a_taken_name(tmp_path, capsys, name):
+    assert main(["new-defense", name, "--dir", str(tmp_path)]) == 2
+    assert f"bdbench: error: defense name {name!r} is taken (builtin:" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_new_defense_refuses_an_installed_plugin_name(tmp_path, capsys, monkeypatch):
+    from benchmark.registry import Registry
+
+    registry = Registry()
+    registry.load_builtins()
+    registry.add("defense", "their_guard", "entry-point:bdbench-their-guard:their_guard.plugin", lambda: None)
+    monkeypatch.setattr("benchmark.registry._DEFAULT", registry)
+    assert main(["new-defense", "their_guard", "--dir", str(tmp_path)]) == 2
+    assert "is taken (entry-point:bdbench-their-guard:their_guard.plugin)" in capsys.readouterr().err
+
+
+def test_new_defense_refuses_a_missing_dir(tmp_path, capsys):
+    assert main(["new-defense", "my_guard", "--dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("bdbench: error:") == 1 and "--dir" in err and "no such folder" in err
+    assert not (tmp_path / "nope").exists()

@@ -51,8 +51,27 @@ def test_uniform_layout_and_empty_split(tmp_path):
 def test_label_out_of_range_is_an_error(tmp_path):
     for split in ("train", "dev", "test"):
         write(tmp_path / "toy" / f"{split}.tsv", "sentence\tlabel\ngood\t3\n")
-    with pytest.raises(DataError, match="label 3, expected 0..1"):
+    with pytest.raises(DataError, match=r"toy/train\.tsv:2: label 3 is out of range, expected 0\.\.1"):
         load_dataset(DatasetSpec("toy"), tmp_path)
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    for split in ("train", "dev", "test"):
+        write(tmp_path / "toy" / f"{split}.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    (tmp_path / "toy" / "dev.tsv").write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n")
+    with pytest.raises(DataError, match=r"toy/dev\.tsv:3: not UTF-8 text"):
+        load_dataset(DatasetSpec("toy"), tmp_path)
+
+
+def test_a_missing_data_folder_is_refused_even_for_generated_data(tmp_path, monkeypatch):
+    from benchmark.data import check_data_dir
+
+    with pytest.raises(DataError, match=r"--data-dir .*nope: no such folder"):
+        check_data_dir(tmp_path / "nope")
+    monkeypatch.setenv("BDBENCH_DATA", str(tmp_path / "nope"))
+    with pytest.raises(DataError, match=r"BDBENCH_DATA .*nope: no such folder"):
+        check_data_dir(None)
+    assert check_data_dir(tmp_path) == tmp_path
 
 
 def test_openbackdoor_layouts(tmp_path):

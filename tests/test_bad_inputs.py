@@ -1,0 +1,382 @@
+"""Bad input gets one clear error before any work: a table of bad command-line values, suite
+entries, victim folders, data files, output folders and records files.
+
+Each case runs the command in-process and expects exactly one line ``bdbench: error: ...`` on
+stderr that names the option, file or field, exit code 2, no traceback, no cell started, and
+the earlier records byte for byte. A ``run`` case is then repeated as ``bdbench validate`` with
+the same arguments, which must print the very same error line. A few cases also run as a
+subprocess, to check what a user's shell sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.registry import default_registry, registry_path
+
+from conftest import REPO
+
+BASE = ["--suite", "quick", "--defense", "none", "--train-limit", "120", "--test-limit", "40",
+        "--device", "cpu", "--precision", "fp32"]
+EARLIER = {"cell_id": "earlier-cell", "status": "ok", "dataset": "demo", "attack": "badnets", "defense": "none"}
+
+
+@dataclasses.dataclass
+class Where:
+    """The folders a case builds its arguments from."""
+
+    tmp: Path
+    victim: Path  # the tiny victim (a good one)
+    out: Path  # an --out folder holding one earlier record
+
+    def victim_copy(self, name: str = "victim") -> Path:
+        folder = self.tmp / name
+        shutil.copytree(self.victim, folder)
+        return folder
+
+    def data(self, **splits: str | bytes) -> Path:
+        """A --data-dir with sst2-openbackdoor/{train,dev,test}.tsv; ``splits`` replace files."""
+        root = self.tmp / "data"
+        folder = root / "sst2-openbackdoor"
+        folder.mkdir(parents=True, exist_ok=True)
+        good = "sentence\tlabel\n" + "".join(f"a good film {i}\t1\na bad film {i}\t0\n" for i in range(4))
+        for split in ("train", "dev", "test"):
+            content = splits.get(split, good)
+            path = folder / f"{split}.tsv"
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        return root
+
+    def suite(self, table: str) -> None:
+        """Make ``registry.toml`` the real one plus ``[suites.bad]`` = ``table``."""
+        path = self.tmp / "registry.toml"
+        path.write_text(REAL_REGISTRY + "\n[suites.bad]\n" + table + "\n", encoding="utf-8")
+        self.registry = path
+
+    registry: Path | None = None
+
+
+REAL_REGISTRY = registry_path().read_text(encoding="utf-8")
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    args: Callable[[Where], list[str]]  # the arguments after the command
+    expect: tuple[str, ...]  # each must be in the error line
+    command: str = "run"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def run_args(*extra: str, victim: bool = True) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        return [*BASE, *(["--victim", str(w.victim)] if victim else []), "--out", str(w.out), *extra]
+    return make
+
+
+def with_victim(change: Callable[[Where], Path | str], *extra: str) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        return [*BASE, "--victim", str(change(w)), "--out", str(w.out), *extra]
+    return make
+
+
+def with_data(**splits: str | bytes) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        return [*run_args()(w), "--dataset", "sst2-openbackdoor", "--data-dir", str(w.data(**splits))]
+    return make
+
+
+def with_suite(table: str) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        w.suite(table)
+        return [*BASE, "--suite", "bad", "--victim", str(w.victim), "--out", str(w.out)]
+    return make
+
+
+def corrupt_weights(w: Where) -> Path:
+    folder = w.victim_copy()
+    (folder / "model.safetensors").write_bytes(b"this is not a safetensors file" * 4)
+    return folder
+
+
+def truncated_weights(w: Where) -> Path:
+    folder = w.victim_copy()
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def without(*names: str) -> Callable[[Where], Path]:
+    def change(w: Where) -> Path:
+        folder = w.victim_copy()
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
+        return folder
+    return change
+
+
+def pickled(w: Where) -> Path:
+    folder = w.victim_copy()
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def a_file(w: Where) -> Path:
+    path = w.tmp / "a-file.txt"
+    path.write_text("not a folder\n", encoding="utf-8")
+    return path
+
+
+def out_is(make_out: Callable[[Where], Path]) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        return [*BASE, "--victim", str(w.victim), "--out", str(make_out(w))]
+    return make
+
+
+def records_folder(w: Where) -> Path:
+    out = w.tmp / "out-with-folder"
+    (out / "records.jsonl").mkdir(parents=True)
+    return out
+
+
+def read_only_records(w: Where) -> Path:
+    records = w.out / "records.jsonl"
+    records.chmod(0o444)
+    if os.geteuid() == 0:  # root writes anyway: make the access check see what a user would
+        real = os.access
+        w.patch(os, "access", lambda p, mode, *a, **k: False if Path(p) == records and mode & os.W_OK
+                else real(p, mode, *a, **k))
+    return w.out
+
+
+def bad_line(line: str) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        with (w.out / "records.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        return [*run_args()(w), "--resume"]
+    return make
+
+
+def board(folder: Callable[[Where], Path], line: str | None = None) -> Callable[[Where], list[str]]:
+    def make(w: Where) -> list[str]:
+        if line is not None:
+            with (w.out / "records.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        return [str(folder(w))]
+    return make
+
+
+def empty_folder(w: Where) -> Path:
+    folder = w.tmp / "empty"
+    folder.mkdir()
+    return folder
+
+
+GOOD_TSV = "sentence\tlabel\na good film\t1\na bad film\t0\n"
+
+CASES = [
+    # -- budget options
+    Case("epochs-zero", run_args("--epochs", "0"), ("--epochs: expected a value at least 1, got 0",)),
+    Case("epochs-negative", run_args("--epochs", "-3"), ("--epochs", "at least 1")),
+    Case("epochs-not-a-number", run_args("--epochs", "two"), ("--epochs", "invalid int value: 'two'")),
+    Case("max-length-zero", run_args("--max-length", "0"), ("--max-length: expected a value at least 16, got 0",)),
+    Case("max-length-negative", run_args("--max-length", "-5"), ("--max-length", "at least 16")),
+    Case("max-length-beyond-positions", run_args("--max-length", "4096"),
+         ("max_length 4096", "128 positions", "max_position_embeddings", "config.json", "--max-length")),
+    Case("train-limit-zero", run_args("--train-limit", "0"), ("--train-limit: expected a value at least 1, got 0",)),
+    Case("train-limit-negative", run_args("--train-limit", "-10"), ("--train-limit", "at least 1")),
+    Case("test-limit-zero", run_args("--test-limit", "0"), ("--test-limit: expected a value at least 1, got 0",)),
+    Case("clean-fraction-zero", run_args("--clean-fraction", "0"), ("--clean-fraction: expected a value in (0, 1], got 0.0",)),
+    Case("clean-fraction-above-one", run_args("--clean-fraction", "1.5"), ("--clean-fraction", "in (0, 1]", "1.5")),
+    Case("clean-fraction-nan", run_args("--clean-fraction", "nan"), ("--clean-fraction: expected a number, got nan",)),
+    Case("seeds-negative", run_args("--seeds", "-1"), ("--seeds: expected a value in [0, 4294967295], got -1",)),
+    Case("workers-zero", run_args("--executor", "process", "--workers", "0"), ("--workers must be at least 1",)),
+    Case("device-unknown", run_args("--device", "tpu"), ("--device", "invalid choice: 'tpu'")),
+    Case("plugin-option-syntax", run_args("--plugin", "defense:no_colon"), ("--plugin 'defense:no_colon'",)),
+    # -- plugin parameters (--set)
+    Case("poison-rate-negative", run_args("--set", "badnets.poison_rate=-0.1"),
+         ("badnets.poison_rate: expected a value in [0, 1], got -0.1",)),
+    Case("poison-rate-nan", run_args("--set", "badnets.poison_rate=nan"), ("badnets.poison_rate: expected a number",)),
+    Case("poison-rate-above-one", run_args("--set", "badnets.poison_rate=1.5"),
+         ("badnets.poison_rate: expected a value in [0, 1], got 1.5",)),
+    Case("poison-rate-not-a-number", run_args("--set", "badnets.poison_rate=lots"),
+         ("badnets.poison_rate: expected a number, got 'lots'",)),
+    Case("triggers-empty", run_args("--set", "badnets.triggers="), ("badnets.triggers: must not be empty",)),
+    Case("num-triggers-zero", run_args("--set", "badnets.num_triggers=0"), ("badnets.num_triggers", "at least 1")),
+    Case("num-triggers-wrong-type", run_args("--set", "badnets.num_triggers=two"),
+         ("badnets.num_triggers: expected an integer, got 'two'",)),
+    Case("mode-not-a-choice", run_args("--set", "badnets.mode=half"), ("badnets.mode: 'half' is not one of",)),
+    Case("set-unknown-key", run_args("--set", "badnets.poison_rat=0.2"),
+         ("plugin 'badnets' has no parameter 'poison_rat'", "Did you mean 'poison_rate'")),
+    Case("set-syntax", run_args("--set", "poison_rate=0.2"), ("--set 'poison_rate=0.2': expected plugin.param=value",)),
+    Case("set-unused-plugin", run_args("--set", "nad.beta=1"), ("--set names plugin 'nad'",)),
+    Case("defense-epochs-zero", run_args("--defense", "finetune", "--set", "finetune.epochs=0"),
+         ("finetune.epochs: expected a value at least 1, got 0",)),
+    Case("defense-lr-negative", run_args("--defense", "finetune", "--set", "finetune.lr=-1e-5"),
+         ("finetune.lr: expected a value more than 0",)),
+    Case("mbtsad-split-rate", run_args("--defense", "mbtsad", "--set", "mbtsad.split_rate=2"),
+         ("mbtsad.split_rate: expected a value in [0, 1], got 2.0",)),
+    Case("fine-mixing-grid-item", run_args("--defense", "fine_mixing", "--set", "fine_mixing.rho_grid=0.5,1.5"),
+         ("fine_mixing.rho_grid: expected a value in [0, 1], got 1.5",)),
+    Case("attack-epochs-zero", run_args("--attack", "ep", "--set", "ep.epochs=0"), ("ep.epochs", "at least 1")),
+    # -- names
+    Case("unknown-suite", run_args("--suite", "quik"), ("unknown suite 'quik'. Did you mean 'quick'",)),
+    Case("unknown-defense", run_args("--defense", "finetun"), ("unknown defense 'finetun'. Did you mean 'finetune'",)),
+    Case("unknown-attack", run_args("--attack", "badnet"), ("unknown attack 'badnet'. Did you mean 'badnets'",)),
+    Case("unknown-dataset", run_args("--dataset", "sst3"), ("unknown data set 'sst3'",)),
+    # -- victims
+    Case("victim-relative-path", with_victim(lambda w: "./no-such-victim-folder"),
+         ("victim './no-such-victim-folder': no such folder",)),
+    Case("victim-absolute-path", with_victim(lambda w: "/no/such/victim"), ("victim '/no/such/victim': no such folder",)),
+    Case("victim-is-a-file", with_victim(a_file), ("a-file.txt': is not a folder",)),
+    Case("victim-corrupt-weights", with_victim(corrupt_weights), ("model.safetensors: not a readable safetensors file",)),
+    Case("victim-truncated-weights", with_victim(truncated_weights), ("model.safetensors: not a readable safetensors file",)),
+    Case("victim-without-tokenizer", with_victim(without("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")),
+         ("victim: no tokenizer files",)),
+    Case("victim-without-config", with_victim(without("config.json")), ("victim: no config.json",)),
+    Case("victim-without-weights", with_victim(without("model.safetensors")), ("victim: no model weights found",)),
+    Case("victim-pickle-weights", with_victim(pickled), ("weights are stored as pickle (pytorch_model.bin)",)),
+    # -- data
+    Case("data-dir-missing", run_args("--data-dir", "/no/such/data/folder"), ("--data-dir /no/such/data/folder: no such folder",)),
+    Case("data-dir-is-a-file", lambda w: [*run_args()(w), "--data-dir", str(a_file(w))], ("--data-dir", "is not a folder")),
+    Case("tsv-not-utf8", with_data(train=b"sentence\tlabel\ngood\t1\ncaf\xe9 noir\t0\n"),
+         ("sst2-openbackdoor/train.tsv:3: not UTF-8 text",)),
+    Case("tsv-label-not-an-integer", with_data(train="sentence\tlabel\ngood\tpositive\n"),
+         ("sst2-openbackdoor/train.tsv:2: label 'positive' is not an integer",)),
+    Case("tsv-label-out-of-range", with_data(dev="sentence\tlabel\ngood\t1\nodd\t5\n"),
+         ("sst2-openbackdoor/dev.tsv:3: label 5 is out of range, expected 0..1",)),
+    Case("tsv-missing-header", with_data(test="a good film\t1\na bad film\t0\n"),
+         ("sst2-openbackdoor/test.tsv:1: expected the header 'sentence<TAB>label'",)),
+    Case("tsv-no-tab", with_data(train="sentence\tlabel\nno tab here\n"), ("train.tsv:2: expected 'text<TAB>label'",)),
+    Case("tsv-empty-split", with_data(test="sentence\tlabel\n"), ("sst2-openbackdoor/test): the split is empty",)),
+    # -- output folder
+    Case("out-is-a-file", out_is(a_file), ("--out", "a-file.txt: is a file, not a folder")),
+    Case("out-below-a-file", out_is(lambda w: a_file(w) / "sub"), ("--out", "a-file.txt is a file, not a folder")),
+    Case("out-records-is-a-folder", out_is(records_folder), ("--out", "records.jsonl (not a regular file)")),
+    Case("out-records-read-only", out_is(read_only_records), ("--out", "records.jsonl (read-only)")),
+    # -- suites in registry.toml
+    Case("suite-param-wrong-type", with_suite('set = { badnets = { poison_rate = "lots" } }'),
+         ("badnets.poison_rate: expected a number, got 'lots'",)),
+    Case("suite-param-out-of-range", with_suite('attacks = [{ name = "badnets", set = { poison_rate = 2.0 } }]'),
+         ("badnets.poison_rate: expected a value in [0, 1], got 2.0",)),
+    Case("suite-budget-out-of-range", with_suite("train_limit = 0"),
+         ("registry.toml [suites.bad].train_limit: expected a value at least 1, got 0",)),
+    Case("suite-training-out-of-range", with_suite("[suites.bad.victim_training]\nepochs = 0"),
+         ("[suites.bad].victim_training.epochs: expected a value at least 1, got 0",)),
+    Case("suite-seeds-negative", with_suite("seeds = [-2]"), ("[suites.bad].seeds: expected a value in [0",)),
+    Case("suite-unknown-key", with_suite("epochs = 3"), ("[suites.bad]: unknown keys ['epochs']",)),
+    # -- records files
+    Case("resume-line-not-an-object", bad_line("[1, 2, 3]"), ("records.jsonl:2: not a bdbench record",)),
+    Case("resume-line-other-schema", bad_line('{"name": "something else", "score": 3}'),
+         ("records.jsonl:2: not a bdbench record",)),
+    Case("leaderboard-missing-folder", board(lambda w: w.tmp / "no-such-run"), ("no-such-run: no such folder",),
+         command="leaderboard"),
+    Case("leaderboard-on-a-file", board(a_file), ("a-file.txt: is not a folder",), command="leaderboard"),
+    Case("leaderboard-without-records", board(empty_folder), ("empty: no records.jsonl there",), command="leaderboard"),
+    Case("leaderboard-line-not-an-object", board(lambda w: w.out, '"just a string"'),
+         ("records.jsonl:2: not a bdbench record",), command="leaderboard"),
+    # -- new-defense
+    Case("new-defense-builtin-name", lambda w: ["none", "--dir", str(w.tmp)],
+         ("defense name 'none' is taken (builtin:defenses.none:NoDefense)",), command="new-defense"),
+    Case("new-defense-missing-dir", lambda w: ["my_guard", "--dir", str(w.tmp / "no-such-dir")],
+         ("--dir", "no-such-dir: no such folder",), command="new-defense"),
+]
+
+
+@pytest.fixture
+def where(tmp_path, tiny_victim_dir, monkeypatch) -> Where:
+    default_registry()  # loaded from the real registry.toml before any case swaps the file
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "records.jsonl").write_text(json.dumps(EARLIER, sort_keys=True) + "\n", encoding="utf-8")
+    w = Where(tmp_path, tiny_victim_dir, out)
+    w.patch = monkeypatch.setattr  # type: ignore[attr-defined]
+    return w
+
+
+@pytest.fixture
+def no_cells(monkeypatch):
+    """Fails the case if any cell starts."""
+    started = []
+
+    def refuse(self, cell):
+        started.append(cell)
+        raise AssertionError("a cell started")
+
+    monkeypatch.setattr("benchmark.runner.Harness.run_cell", refuse)
+    return started
+
+
+def error_line(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("bdbench: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def records_bytes(where: Where) -> bytes | None:
+    path = where.out / "records.jsonl"
+    return path.read_bytes() if path.is_file() else None
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_base_arguments_validate(where, capsys):
+    assert main(["validate", *run_args()(where)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input_gives_one_clear_error(case, where, capsys, monkeypatch, no_cells):
+    args = case.args(where)
+    if where.registry is not None:
+        monkeypatch.setattr("benchmark.registry.registry_path", lambda: where.registry)
+    before = records_bytes(where)
+    capsys.readouterr()
+    line = error_line(capsys, main([case.command, *args]))
+    for expected in case.expect:
+        assert expected in line, line
+    assert not no_cells
+    assert records_bytes(where) == before
+    if case.command == "run":  # the same error, before any work, from validate
+        line_validate = error_line(capsys, main(["validate", *args]))
+        assert line_validate.replace("bdbench validate --help", "bdbench run --help") == line
+        assert records_bytes(where) == before
+
+
+SUBPROCESS_CASES = ["epochs-zero", "victim-corrupt-weights", "tsv-not-utf8", "out-is-a-file"]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_a_shell_sees_one_line_and_exit_code_2(case_id, where):
+    [case] = [c for c in CASES if c.id == case_id]
+    args = case.args(where)
+    before = records_bytes(where)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "benchmark.cli", case.command, *args], capture_output=True,
+                          text=True, cwd=where.tmp, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("bdbench: error:")]
+    assert len(lines) == 1, done.stderr
+    assert all(expected in lines[0] for expected in case.expect), lines[0]
+    assert records_bytes(where) == before
