@@ -30,6 +30,6 @@ def list_text() -> str:
     for name, suite in read_registry_toml().get("suites", {}).items():
         lines.append(f"  {name}: {suite.get('description', '')}")
     if registry.broken:
-        lines.append("plugins that failed to import:")
+        lines.append("plugins that failed to load or were disabled:")
         lines += [f"  {b}" for b in registry.broken]
     return "\n".join(lines)
