@@ -1,6 +1,7 @@
 """bdbench: a benchmark of backdoor defenses for language-model text classifiers.
 
-The public API for plugin authors: :class:`Attack`, :class:`Defense`, their contexts and
+The public API for plugin authors: :class:`Attack`, :class:`Defense` and the other two kinds
+of defense (:class:`InputDetector`, :class:`InputCorrector`, :class:`DataFilter`), their contexts and
 outputs, :class:`Example`, :class:`DatasetSpec`, the trigger helpers and ``hookimpl``.
 """
 
@@ -16,14 +17,20 @@ from .plugin import (  # noqa: E402
     Attack,
     AttackContext,
     AttackOutput,
+    Calibration,
+    DataFilter,
     Defense,
     DefenseContext,
     DefenseOutput,
+    InputCorrector,
+    InputDetector,
+    threshold_for_frr,
 )
 from .training import TrainConfig, cross_entropy_loss  # noqa: E402
 
 __all__ = [
-    "Attack", "AttackContext", "AttackOutput", "BdbenchError", "Dataset", "DatasetSpec", "Defense",
-    "DefenseContext", "DefenseOutput", "Example", "PluginError", "TrainConfig", "ThreatModelError",
-    "UsageError", "cross_entropy_loss", "hookimpl", "__version__",
+    "Attack", "AttackContext", "AttackOutput", "BdbenchError", "Calibration", "DataFilter", "Dataset",
+    "DatasetSpec", "Defense", "DefenseContext", "DefenseOutput", "Example", "InputCorrector", "InputDetector",
+    "PluginError", "TrainConfig", "ThreatModelError", "UsageError", "cross_entropy_loss", "hookimpl",
+    "threshold_for_frr", "__version__",
 ]

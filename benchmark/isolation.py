@@ -18,6 +18,21 @@ So, by default (``isolation="process"``), each defense runs in a **fresh child p
 3. the harness loads the weights and evaluates them itself. A defense that raises, calls
    ``sys.exit`` or kills its process fails its own cell only.
 
+The other two kinds of defense (:mod:`benchmark.detection`) use the same folder and child, with
+``DefenseJob.kind`` saying which protocol applies:
+
+* an **input detector or corrector** (``input_detection``) gets, besides the backdoored model and
+  its declared assets, ``inputs.json``: the test inputs to score, as bare texts — clean and
+  triggered mixed, shuffled by the harness, with no labels and nothing saying which is which. The
+  child fits the detector, chooses its threshold on clean data, scores every input, and writes
+  one score and one flag (or one rewritten text, for a corrector) per input into
+  ``result.json``; it writes no weights;
+* a **data filter** (``data_filtering``) gets the poisoned training set (texts and labels in the
+  attack's order, no poison flags) as its ``poisoned_train`` asset and returns the indices it keeps.
+
+The harness computes every metric itself (FRR, FAR, AUROC, accuracy after rejection, filter
+recall and FPR, the retrained model's CACC and ASR) from what came back.
+
 What this protects against: a defense reading harness memory (globals, caches, objects) to see
 test data, triggers, poisoned samples, the clean reference model or pre-trained weights it did
 not declare. What it does not: code can still read any file it can name (the data folder, the
@@ -54,6 +69,7 @@ ISOLATION_MODES = ("process", "sandbox", "none")
 _ASSETS = "assets.json"
 _RESULT = "result.json"
 _SPEC = "spec.json"
+_INPUTS = "inputs.json"  # an input detector's texts to score (unlabelled, shuffled)
 # imported once by the fork server, so that each defense's process starts in a fraction of a second
 _PRELOAD = ["benchmark.isolation", "benchmark.training", "benchmark.victims", "transformers.modeling_utils",
             "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto"]
@@ -78,16 +94,20 @@ class DefenseJob:
     device: str
     precision: str
     threads: int
+    kind: str = "purification"  # purification, input_detection or data_filtering (the module docstring)
 
 
 @dataclasses.dataclass
 class DefenseResult:
-    """What came back: the purified model, auxiliary models, the defense's info and its cost."""
+    """What came back: the purified model (None for detectors and filters), auxiliary models, the
+    defense's info and its cost; ``output`` holds a detector's or filter's answer (scores and flags,
+    rewritten texts, kept indices; :func:`benchmark.detection.apply_defense`)."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     aux_models: dict[str, torch.nn.Module]
     info: dict
     cost: dict
+    output: dict | None = None
 
 
 def class_path(cls: type) -> str:
@@ -123,13 +143,16 @@ def private_folder() -> Iterator[Path]:
 
 
 def write_inputs(folder: Path, job: DefenseJob, model: torch.nn.Module, tokenizer, assets: dict,
-                 pretrained: Callable[[], torch.nn.Module] | None) -> None:
-    """The child's inputs: spec, assets, backdoored weights, tokenizer, pre-trained weights if granted."""
+                 pretrained: Callable[[], torch.nn.Module] | None, texts: Sequence[str] | None = None) -> None:
+    """The child's inputs: spec, assets, backdoored weights, tokenizer, pre-trained weights if
+    granted, and (input detectors only) the bare texts to score."""
     from .victims import save_model
 
     (folder / "out").mkdir()
     (folder / _SPEC).write_text(json.dumps(dataclasses.asdict(job), sort_keys=True), encoding="utf-8")
     (folder / _ASSETS).write_text(json.dumps(assets), encoding="utf-8")
+    if texts is not None:
+        (folder / _INPUTS).write_text(json.dumps({"texts": list(texts)}), encoding="utf-8")
     save_model(model, folder / "model")
     tokenizer.save_pretrained(str(folder / "tokenizer"))
     for config_file in (folder / "model" / "config.json",):
@@ -271,6 +294,8 @@ def read_result(folder: Path, defense_name: str) -> DefenseResult:
         error.__traceback_text__ = result.get("traceback", "")  # type: ignore[attr-defined]
         raise error
     spec = json.loads((folder / _SPEC).read_text(encoding="utf-8"))
+    if spec.get("kind", "purification") != "purification":
+        return DefenseResult(None, {}, result["info"], result["cost"], result["output"])
     out = folder / "out"
     model = load_classifier(out / "model", spec["num_labels"])
     aux = {name: load_classifier(out / "aux" / name, spec["num_labels"]) for name in result["aux"]}
@@ -298,7 +323,7 @@ def _build_context(folder: Path, job: DefenseJob, tokenizer):
         max_length=job.max_length, seed=job.seed, train_config=TrainConfig(**job.train_config),
         defense_name=job.defense_name, requires=frozenset(job.requires),
         _clean_data=examples("clean_data"), _clean_dev=examples("clean_dev"), _pretrained=pretrained,
-        _target_label=assets.get("target_label"),
+        _target_label=assets.get("target_label"), _poisoned_train=examples("poisoned_train"),
     )
 
 
@@ -325,6 +350,15 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
         tokenizer = load_tokenizer(folder / "tokenizer")
         model = load_classifier(folder / "model", job.num_labels)
         ctx = _build_context(folder, job, tokenizer)
+        if job.kind != "purification":  # an input detector/corrector or a data filter
+            from .detection import apply_defense
+
+            inputs = folder / _INPUTS
+            texts = json.loads(inputs.read_text(encoding="utf-8"))["texts"] if inputs.is_file() else None
+            answer, info, costs = apply_defense(defense, model, ctx, texts)
+            result_doc = {"status": "ok", "info": _json_ready(info), "cost": costs, "output": answer}
+            _write_result(folder, result_doc)
+            return
         with measure.phase("defense", job.device) as cost:
             result = defense.purify(model, ctx)
         output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
@@ -339,6 +373,10 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the cell too
         result_doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()[-4000:]}
+    _write_result(folder, result_doc)
+
+
+def _write_result(folder: Path, result_doc: dict) -> None:
     tmp = folder / (_RESULT + ".tmp")
     tmp.write_text(json.dumps(result_doc, allow_nan=True), encoding="utf-8")
     os.replace(tmp, folder / _RESULT)

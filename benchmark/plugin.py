@@ -1,18 +1,31 @@
 """The plugin API: base classes for attacks and defenses and the contexts they receive.
 
-An attack turns a clean scenario into a backdoored model plus a test-time trigger. A defense
-turns a backdoored model into a purified one, seeing only what it declared in ``requires``:
+An attack turns a clean scenario into a backdoored model plus a test-time trigger. Defenses come
+in three kinds (``docs/defense-kinds.md``), each a base class with its own threat model:
+
+* :class:`Defense` — **model purification**: ``purify(model, ctx)`` returns a purified model;
+* :class:`InputDetector` — **input detection**: ``fit(model, ctx)`` on what it declared, then
+  ``score(model, texts, ctx)`` scores unlabelled test inputs (higher = more suspicious); the
+  base class flags at a threshold chosen on clean calibration data for the detector's ``frr``.
+  :class:`InputCorrector` (a detector's sibling) rewrites each input instead (ONION);
+* :class:`DataFilter` — **training-data filtering**: ``keep(model, ctx)`` receives the poisoned
+  training set (texts and labels, never poison flags) and returns the indices to keep; the
+  harness retrains the victim on them with the scenario's victim recipe.
+
+Every defense sees only what it declared in ``requires``:
 
 =================== ==========================================================
 ``clean_data``       the defender's clean training subset (``ctx.clean_data``)
 ``clean_dev``        the clean dev split, for model selection (``ctx.clean_dev``)
 ``pretrained_weights`` the victim's un-fine-tuned weights (``ctx.pretrained_model()``)
 ``target_label``     the attack's target label (``ctx.target_label``)
+``poisoned_train``   the poisoned training set, **data filters only** (``ctx.poisoned_train``)
 =================== ==========================================================
 
-Nothing grants the poisoned training data, the trigger or the attack's identity. The harness
-builds the context with only the granted assets in it; asking for another raises
-:class:`ThreatModelError` naming the defense and the missing declaration.
+Nothing grants the trigger, the test labels or the attack's identity. The harness builds the
+context with only the granted assets in it; asking for another raises
+:class:`ThreatModelError` naming the defense and the missing declaration. A class that is not a
+:class:`DataFilter` and declares ``poisoned_train`` is refused when it is defined.
 """
 
 from __future__ import annotations
@@ -31,7 +44,9 @@ from .params import NoParams
 from .runtime import Runtime
 from .training import LossFn, OptimizerFactory, TrainConfig, TrainStats, accuracy, train
 
-DEFENSE_REQUIREMENTS = frozenset({"clean_data", "clean_dev", "pretrained_weights", "target_label"})
+DEFENSE_REQUIREMENTS = frozenset({"clean_data", "clean_dev", "pretrained_weights", "target_label",
+                                  "poisoned_train"})
+DEFENSE_KINDS = ("purification", "input_detection", "data_filtering")  # the records' ``defense_kind``
 ATTACK_REQUIREMENTS = frozenset({"clean_model"})
 
 
@@ -78,6 +93,37 @@ class _ModelTools:
     def accuracy(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet) -> float:
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
         return accuracy(model, data, self.runtime)
+
+    @torch.no_grad()
+    def probabilities(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Class probabilities of ``texts`` (``[len(texts), num_labels]``, float32, on the CPU;
+        eval mode, fp32, length-grouped batches, input order kept)."""
+        return self._forward(model, texts, batch_size, hidden=False)
+
+    @torch.no_grad()
+    def cls_embeddings(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """The last layer's first-token ([CLS]) representation of ``texts``
+        (``[len(texts), hidden_size]``, float32, CPU; ``hidden_states[-1][:, 0]``)."""
+        return self._forward(model, texts, batch_size, hidden=True)
+
+    def _forward(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int, hidden: bool) -> torch.Tensor:
+        from .encoding import batch_order, collate
+
+        data = self.encode([Example(t, 0) for t in texts])
+        model.to(self.runtime.device)
+        model.eval()
+        rows: list[torch.Tensor | None] = [None] * len(texts)
+        for indices in batch_order(data.lengths, batch_size, shuffle=False, group_by_length=True, seed=0):
+            batch = collate(data, indices)
+            out = model(input_ids=batch["input_ids"].to(self.runtime.device),
+                        attention_mask=batch["attention_mask"].to(self.runtime.device),
+                        output_hidden_states=hidden)
+            values = out.hidden_states[-1][:, 0] if hidden else torch.softmax(out.logits.float(), -1)
+            for i, row in zip(indices, values.float().cpu()):
+                rows[i] = row
+        if not rows:
+            return torch.zeros(0, 0)
+        return torch.stack(rows)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- attacks
@@ -132,6 +178,20 @@ class Attack(Plugin):
     def extra_test_sets(self, texts: Sequence[str], ctx: AttackContext) -> dict[str, list[str]]:
         return {}
 
+    def poisoned_training_set(self, ctx: AttackContext) -> list[Example] | None:
+        """The training set the victim was fine-tuned on, poisoned samples flagged
+        (``Example.poisoned``), for data-filtering defenses; None when the attack does not train
+        on a poisoned data set (weight poisoning). The default covers attacks with a
+        ``poison(train, ctx)`` method returning ``(examples, count)`` and training on its result
+        with the scenario's recipe (BadNets, AddSent); it must reproduce the attack's draw."""
+        poison = getattr(self, "poison", None)
+        if not callable(poison):
+            return None
+        result = poison(ctx.dataset.train, ctx)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            return None
+        return list(result[0])
+
     def check(self, ctx: AttackContext) -> None:
         """Validate the parameters against the victim (e.g. single word-piece triggers)."""
 
@@ -148,6 +208,7 @@ class DefenseContext(_ModelTools):
     _clean_dev: tuple[Example, ...] | None = None
     _pretrained: Callable[[], torch.nn.Module] | None = None
     _target_label: int | None = None
+    _poisoned_train: tuple[Example, ...] | None = None
 
     def _grant(self, requirement: str, value):
         if value is None:
@@ -170,6 +231,12 @@ class DefenseContext(_ModelTools):
     def target_label(self) -> int:
         return self._grant("target_label", self._target_label)
 
+    @property
+    def poisoned_train(self) -> tuple[Example, ...]:
+        """The poisoned training set, in the attack's order, every ``poisoned`` flag False (data
+        filters only: the harness never grants it to another kind)."""
+        return self._grant("poisoned_train", self._poisoned_train)
+
     def pretrained_model(self) -> torch.nn.Module:
         """A fresh copy of the victim's pre-trained (un-fine-tuned) weights, new random head."""
         return self._grant("pretrained_weights", self._pretrained)()
@@ -178,7 +245,7 @@ class DefenseContext(_ModelTools):
         return random.Random(f"{self.seed}:{self.defense_name}:{purpose}")
 
     def __getattr__(self, item: str):
-        if item in ("poisoned_data", "trigger", "attack", "poisoned_train", "attack_name"):
+        if item in ("poisoned_data", "trigger", "attack", "attack_name", "test", "test_data"):
             raise ThreatModelError(f"defense {self.defense_name!r}: {item!r} is never available to a defense")
         raise AttributeError(item)
 
@@ -195,9 +262,105 @@ class DefenseOutput:
 
 class Defense(Plugin):
     """Base class of defense plugins: ``purify(model, ctx)`` returns the purified model (or a
-    :class:`DefenseOutput`). ``model`` is the defense's own copy; editing it in place is fine."""
+    :class:`DefenseOutput`). ``model`` is the defense's own copy; editing it in place is fine.
+    ``kind`` is the record's ``defense_kind`` (set by the base classes, never by a plugin)."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"clean_data"})
+    kind: ClassVar[str] = "purification"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        is_filter = any(base.__module__ == __name__ and base.__name__ == "DataFilter" for base in cls.__mro__)
+        if "poisoned_train" in cls.requires and not is_filter:
+            raise ThreatModelError(f"defense class {cls.__qualname__} declares 'poisoned_train', which only a "
+                                   "DataFilter may declare (a model or input defense never sees the training set)")
 
     def purify(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
+        raise NotImplementedError
+
+
+def threshold_for_frr(clean_scores: Sequence[float], frr: float) -> float:
+    """The smallest threshold ``t`` among the clean scores such that at most ``frr`` of them are
+    flagged (flag = score > t): the ``floor(frr × n) + 1``-th largest clean score."""
+    ordered = sorted((float(s) for s in clean_scores), reverse=True)
+    if not ordered:
+        raise ThreatModelError("a detector needs at least one clean calibration input to choose its threshold")
+    allowed = int(frr * len(ordered) + 1e-9)
+    return ordered[min(allowed, len(ordered) - 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What a detector chose on clean data: the threshold (flag = score > threshold) and the
+    share of its clean calibration inputs flagged at it (``dev_frr``)."""
+
+    threshold: float
+    dev_frr: float
+    size: int
+
+
+class InputDetector(Defense):
+    """Base class of input detectors (threat model: ``docs/defense-kinds.md``).
+
+    The harness calls, in order: ``fit(model, ctx)`` (train or prepare on the declared assets);
+    ``calibrate(model, ctx)`` (default: ``calibration_scores`` on clean data, threshold for
+    ``self.params.frr``); ``score(model, texts, ctx)`` on the shuffled, unlabelled test inputs.
+    ``model`` is the backdoored model the detector protects; a detector must not change it (work
+    on a copy). A score is a float, higher = more suspicious; input ``i`` is flagged when
+    ``score[i] > threshold``. ``info`` may be filled by ``fit`` for the record (JSON-ready).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"clean_dev"})
+    kind: ClassVar[str] = "input_detection"
+
+    def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
+        """Prepare on the declared assets (default: nothing)."""
+
+    def calibration_scores(self, model: torch.nn.Module, ctx: DefenseContext) -> list[float]:
+        """Scores of clean inputs that ``fit`` did not use, to choose the threshold on (default:
+        the clean dev texts)."""
+        return list(self.score(model, [ex.text for ex in ctx.clean_dev], ctx))
+
+    def calibrate(self, model: torch.nn.Module, ctx: DefenseContext) -> Calibration:
+        scores = self.calibration_scores(model, ctx)
+        threshold = threshold_for_frr(scores, self.params.frr)
+        return Calibration(threshold, sum(s > threshold for s in scores) / len(scores), len(scores))
+
+    def score(self, model: torch.nn.Module, texts: Sequence[str], ctx: DefenseContext) -> list[float]:
+        raise NotImplementedError
+
+
+class InputCorrector(Defense):
+    """Base class of input-correction defenses (ONION): ``correct(model, texts, ctx)`` returns one
+    rewritten text per input and, optionally, one suspicion score per input (higher = more
+    suspicious; for the record's threshold-free AUROC) as ``(texts, scores or None)``. The harness
+    classifies the rewritten texts with the unchanged backdoored model. Same threat model and
+    ``defense_kind`` (``input_detection``) as :class:`InputDetector`; nothing is rejected."""
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    kind: ClassVar[str] = "input_detection"
+
+    def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
+        """Prepare on the declared assets (default: nothing)."""
+
+    def correct(self, model: torch.nn.Module, texts: Sequence[str],
+                ctx: DefenseContext) -> tuple[list[str], list[float] | None]:
+        raise NotImplementedError
+
+
+class DataFilter(Defense):
+    """Base class of training-data filters (threat model: ``docs/defense-kinds.md``).
+
+    ``keep(model, ctx)`` returns the indices of ``ctx.poisoned_train`` to keep. ``model`` is the
+    victim as fine-tuned on that very set with the scenario's recipe (what the defender, who is
+    the trainer here, has in hand; a filter that wants another encoder trains one with
+    ``ctx.finetune``). The harness then retrains the victim from its pre-trained weights on the
+    kept samples with the scenario's victim recipe and scores it. ``info`` may be filled for the
+    record (JSON-ready). Declare ``poisoned_train``.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"poisoned_train"})
+    kind: ClassVar[str] = "data_filtering"
+
+    def keep(self, model: torch.nn.Module, ctx: DefenseContext) -> Sequence[int]:
         raise NotImplementedError

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import isolation, measure
+from . import detection, isolation, measure
 from .config import Budget, PluginSpec, Suite, stable_hash
 from .data import Dataset, clean_subset, load_dataset
 from .errors import BdbenchError, UsageError
@@ -263,6 +263,10 @@ class Harness:
                "attack_cost": scenario.attack_meta["cost"], "attack_info": scenario.attack_meta["info"],
                "poisoned_count": scenario.attack_meta["poisoned_count"], "isolation": self.config.isolation}
         out.update({f"{k}_before": v for k, v in before.items() if k.endswith("_rate")})
+        if detection.handles(defense):  # input detection/correction, data filtering: benchmark.detection
+            out.update(detection.run_cell(self, cell, defense, scenario))
+            return out
+        out["defense_kind"] = "purification"
 
         # -- the defense, seeing only what it declared
         assets = self._granted_assets(defense, cell, scenario)
