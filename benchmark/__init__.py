@@ -13,6 +13,7 @@ hookimpl = pluggy.HookimplMarker("bdbench")
 
 from .data import Dataset, DatasetSpec, Example  # noqa: E402
 from .errors import BdbenchError, PluginError, ThreatModelError, UsageError  # noqa: E402
+from .params import hparam  # noqa: E402
 from .plugin import (  # noqa: E402
     Attack,
     AttackContext,
@@ -31,6 +32,6 @@ from .training import TrainConfig, cross_entropy_loss  # noqa: E402
 __all__ = [
     "Attack", "AttackContext", "AttackOutput", "BdbenchError", "Calibration", "DataFilter", "Dataset",
     "DatasetSpec", "Defense", "DefenseContext", "DefenseOutput", "Example", "InputCorrector", "InputDetector",
-    "PluginError", "TrainConfig", "ThreatModelError", "UsageError", "cross_entropy_loss", "hookimpl",
+    "PluginError", "TrainConfig", "ThreatModelError", "UsageError", "cross_entropy_loss", "hookimpl", "hparam",
     "threshold_for_frr", "__version__",
 ]

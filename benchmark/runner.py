@@ -219,15 +219,15 @@ class Harness:
         return result
 
     def check_inputs(self, cells: Sequence[CellSpec]) -> None:
-        """Read every data set and check every victim folder before any training starts."""
-        from .victims import check_safe_folder
+        """Read every data set and check every victim (safe weights, config, tokenizer, room for
+        the longest ``max_length``) before any training starts."""
+        from .victims import check_victim
 
         for name in sorted({c.dataset for c in cells}):
             self.dataset(name)
         for victim in sorted({c.victim for c in cells}):
-            source = resolve_victim(victim)
-            if source.is_local:
-                check_safe_folder(Path(source.location), self.config.allow_pickle)
+            longest = max(c.budget.max_length for c in cells if c.victim == victim)
+            check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
 
     # -- one cell
     def run_cell(self, cell: CellSpec) -> dict:
