@@ -8,6 +8,13 @@ reference model and the undefended backdoored model first, then one row per defe
 mean ± std over seeds. An overall ranking orders defenses by mean DER (one ranking per defense
 kind when records carry ``defense_kind``).
 
+The three kinds of defense (``docs/defense-kinds.md``) get their own sections: where one scenario
+holds several kinds, each kind has its own table with the columns it needs — FRR, FAR, AUROC,
+dev FRR and CACC over all clean inputs for input detection (:data:`KIND_COLUMNS`), filter recall,
+filter FPR and kept samples for training-data filtering — and its own ranking: model
+purification and training-data filtering by mean DER, input detection by mean AUROC (threshold-free;
+FRR and FAR beside it) (:data:`RANKING_BY`).
+
 Besides the recorded metrics, the tables show what the records already hold about each cell:
 
 * **ASR−clean**: ``asr − asr_clean`` per seed, the ASR above the clean reference model's on the
@@ -106,8 +113,30 @@ INFO_FIELDS = (  # defense_info keys shown beside a defense: (key, label, format
 )
 REQUIREMENT_LABELS = {"clean_data": "clean", "clean_dev": "dev", "pretrained_weights": "pre-trained",
                       "target_label": "target", "training_data": "train data"}
-KIND_LABELS = {"purification": "model purification", "detection": "input detection",
-               "filtering": "training-data filtering"}
+KIND_LABELS = {"purification": "model purification", "input_detection": "input detection",
+               "data_filtering": "training-data filtering",
+               "detection": "input detection", "filtering": "training-data filtering"}  # (short spellings)
+KIND_COLUMNS = {  # the columns a kind adds to its tables, by kind label
+    "input detection": [
+        Column("frr", "FRR ↓", _field("frr"), "lower", group="kind", help="share of clean test inputs flagged"),
+        Column("far", "FAR ↓", _field("far"), "lower", group="kind", help="share of triggered test inputs missed"),
+        Column("auroc", "AUROC ↑", _field("auroc"), "higher", group="kind",
+               help="area under the ROC curve of the detector's score, triggered against clean test inputs "
+                    "(threshold-free)"),
+        Column("dev_frr", "dev FRR", _field("dev_frr"), None, group="kind",
+               help="share of the detector's clean calibration inputs flagged at its threshold (its target: frr)"),
+        Column("cacc_all", "CACC all ↑", _field("cacc_all"), "higher", group="kind",
+               help="accuracy over all clean test inputs, each rejection an error (CACC: over accepted inputs)"),
+    ],
+    "training-data filtering": [
+        Column("filter_recall", "filter recall ↑", _field("filter_recall"), "higher", group="kind",
+               help="share of poisoned training samples the filter removed"),
+        Column("filter_fpr", "filter FPR ↓", _field("filter_fpr"), "lower", group="kind",
+               help="share of clean training samples the filter removed"),
+        Column("kept", "kept", _field("kept"), None, 0, group="kind",
+               help="training samples kept (the victim is retrained on them)"),
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -224,10 +253,18 @@ def info_details(records: list[dict]) -> list[tuple[str, str]]:
     return details
 
 
+def kind_label(record: dict) -> str:
+    """The record's defense kind as shown ("" for records that do not say)."""
+    kind = record.get("defense_kind") or ""
+    return KIND_LABELS.get(kind, kind)
+
+
 def _columns(rows: list[dict]) -> list[Column]:
     extras = sorted({k for r in rows for k in r if k.endswith("_rate") and r[k] is not None})
     aux = sorted({name for r in rows for name in (r.get("aux") or {})})
     columns = list(METRICS)
+    for kind in sorted({kind_label(r) for r in rows}):
+        columns += KIND_COLUMNS.get(kind, [])
     columns += [Column(e, f"{e.replace('_', ' ')} ↓", _field(e), "lower", group="extra",
                        help=f"the attack's {e.replace('_', ' ')} after the defense") for e in extras]
     for name in aux:
@@ -264,13 +301,15 @@ def build_tables(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["dataset"], r["victim"], r["attack_label"],
-                _config_key(r, "attack_params", "attack_version", "budget"))].append(r)
+                _config_key(r, "attack_params", "attack_version", "budget"), kind_label(r))].append(r)
     configs_per_scenario = defaultdict(set)
+    kinds_per_scenario = defaultdict(set)
     victims = {r["victim"] for r in records}
-    for dataset, victim, attack, key in groups:
+    for dataset, victim, attack, key, kind in groups:
         configs_per_scenario[(dataset, victim, attack)].add(key)
+        kinds_per_scenario[(dataset, victim, attack, key)].add(kind)
     tables = []
-    for (dataset, victim, attack, key), rows in sorted(groups.items()):
+    for (dataset, victim, attack, key, kind), rows in sorted(groups.items()):
         columns = _columns(rows)
         refs = list({r["scenario_id"]: r for r in rows}.values())  # one per seed
         ref_rows = [_reference_row("clean model (reference)", "clean", refs, columns),
@@ -284,6 +323,9 @@ def build_tables(records: list[dict]) -> list[dict]:
         if len(configs_per_scenario[(dataset, victim, attack)]) > 1:
             heading += f" · config {key}"
             short.append(f"config {key}")
+        if len(kinds_per_scenario[(dataset, victim, attack, key)]) > 1:  # one section per kind of defense
+            heading += f" · {kind or 'defenses'}"
+            short.append(kind or "defenses")
         table = {"heading": heading, "title": " · ".join(short), "anchor": "t-" + slug(" ".join(short)),
                  "dataset": dataset, "victim": victim,
                  "attack": attack, "columns": shown, "refs": ref_rows, "defenses": defense_rows,
@@ -345,15 +387,40 @@ RANKING_COLUMNS = [  # (key, heading): means over every cell of a defense
     ("der", "mean DER ↑"), ("cacc", "mean CACC ↑"), ("asr", "mean ASR ↓"), ("asr_minus_clean", "mean ASR−clean ↓"),
     ("wall_s", "mean wall s"),
 ]
+RANKING_BY = {"input detection": ("auroc", "mean AUROC")}  # kind label → (key, text); others: mean DER
+RANKING_EXTRA = {  # kind label → columns its ranking adds after the first
+    "input detection": [("frr", "mean FRR ↓"), ("far", "mean FAR ↓")],
+    "training-data filtering": [("filter_recall", "mean filter recall ↑"), ("filter_fpr", "mean filter FPR ↓")],
+}
 
 
-def ranking_rows(records: list[dict]) -> list[Row]:
-    """One row per defense over every table, ordered by mean DER (stats hold means; ``seeds`` the cells)."""
-    getters = {c.key: c.get for c in METRICS + COSTS}
+def ranking_columns(kind: str = "") -> list[tuple[str, str]]:
+    """The (key, heading) columns of a kind's ranking, its ranking criterion first."""
+    key, text = RANKING_BY.get(kind, ("der", "mean DER"))
+    first = [(key, f"{text} ↑")]
+    rest = [c for c in RANKING_COLUMNS if c[0] != key]
+    return first + RANKING_EXTRA.get(kind, []) + rest
+
+
+def ranking_criterion(kind: str = "") -> str:
+    return RANKING_BY.get(kind, ("der", "mean DER"))[1]
+
+
+def ranking_rows(records: list[dict], kind: str = "") -> list[Row]:
+    """One row per defense over every table, ordered by the kind's criterion (mean DER; mean AUROC
+    for input detection) (stats hold means; ``seeds`` the cells)."""
+    getters = {c.key: c.get for c in METRICS + COSTS + [c for cs in KIND_COLUMNS.values() for c in cs]}
+    columns = ranking_columns(kind)
+    key = columns[0][0]
+
+    def order(item):
+        value = Stat.of(r.get(key) for r in item[1]).mean
+        return (math.inf if math.isnan(value) else -value, item[0])
+
     rows = []
-    for label, drows in sorted(by_defense(records).items(), key=_der_order):
+    for label, drows in sorted(by_defense(records).items(), key=order):
         first = drows[0]
-        stats = {key: Stat.of(getters[key](r) for r in drows) for key, _ in RANKING_COLUMNS}
+        stats = {k: Stat.of(getters[k](r) for r in drows) for k, _ in columns}
         rows.append(Row(label, "defense", stats, len(drows), tuple(first.get("requires", [])),
                         str(first.get("defense_version", "")), first.get("defense_params") or {},
                         first.get("defense") == "none"))
@@ -365,14 +432,16 @@ def build_rankings(records: list[dict]) -> list[tuple[str, list[Row]]]:
     kinds: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         kinds[r.get("defense_kind") or ""].append(r)
-    return [(KIND_LABELS.get(kind, kind), ranking_rows(rows)) for kind, rows in sorted(kinds.items())]
+    labelled = [(KIND_LABELS.get(kind, kind), rows) for kind, rows in sorted(kinds.items())]
+    return [(label, ranking_rows(rows, label)) for label, rows in labelled]
 
 
-def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+def ranking_table(rows: list[Row], kind: str = "") -> tuple[list[str], list[list[str]]]:
     """A ranking as Markdown headers and rows."""
-    headers = ["rank", "defense", "requires", *[h for _, h in RANKING_COLUMNS], "cells"]
+    columns = ranking_columns(kind)
+    headers = ["rank", "defense", "requires", *[h for _, h in columns], "cells"]
     body = [[str(rank), row.label, requirement_text(row.requires),
-             *[_mean(row.stats[key], 1 if key == "wall_s" else 3) for key, _ in RANKING_COLUMNS], str(row.seeds)]
+             *[_mean(row.stats[key], 1 if key == "wall_s" else 3) for key, _ in columns], str(row.seeds)]
             for rank, row in enumerate(rows, start=1)]
     return headers, body
 
@@ -464,8 +533,8 @@ def _markdown(tables, rankings, summary, failed) -> str:
            "Mean ± std over seeds; costs are the defense phase's own (seconds, MB). The notes under a table "
            "give the intermediate models and choices a defense reported.", ""]
     for kind, rows in rankings:
-        headers, body = ranking_table(rows)
-        out += [f"## Overall ranking{f' · {kind}' if kind else ''} (mean DER over every table)", "",
+        headers, body = ranking_table(rows, kind)
+        out += [f"## Overall ranking{f' · {kind}' if kind else ''} ({ranking_criterion(kind)} over every table)", "",
                 tabulate(body, headers, tablefmt="github", disable_numparse=True), ""]
     for table in tables:
         out += [f"## {table['heading']}", "",

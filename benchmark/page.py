@@ -15,7 +15,17 @@ import base64
 import html
 import json
 
-from .leaderboard import COSTS, METRICS, RANKING_COLUMNS, REQUIREMENT_LABELS, Column, Row, Stat
+from .leaderboard import (
+    COSTS,
+    KIND_COLUMNS,
+    METRICS,
+    REQUIREMENT_LABELS,
+    Column,
+    Row,
+    Stat,
+    ranking_columns,
+    ranking_criterion,
+)
 
 CSS = """
 :root{--fg:#1d2330;--muted:#5b6472;--line:#e3e6eb;--head:#f3f5f8;--best:#dff3e4;--bestfg:#0d5a22;--accent:#2458b3}
@@ -235,11 +245,12 @@ def _table(table: dict) -> str:
             f"</tr></thead><tbody class='ref'>{refs}</tbody><tbody>{body}</tbody></table></div>")
 
 
-def _ranking(rows: list[Row], anchor: str) -> str:
-    columns = {c.key: c for c in METRICS + COSTS}
+def _ranking(rows: list[Row], anchor: str, kind: str = "") -> str:
+    columns = {c.key: c for c in METRICS + COSTS + [c for cs in KIND_COLUMNS.values() for c in cs]}
     ranked = [Column(key, heading, columns[key].get, columns[key].better, 1 if key == "wall_s" else 3,
-                     help=f"mean over every cell of the defense: {columns[key].help}") for key, heading in RANKING_COLUMNS]
-    head = [_header_cell("rank", "by mean DER", True), _header_cell("defense", "the defense", False),
+                     help=f"mean over every cell of the defense: {columns[key].help}")
+              for key, heading in ranking_columns(kind)]
+    head = [_header_cell("rank", f"by {ranking_criterion(kind)}", True), _header_cell("defense", "the defense", False),
             _header_cell("requires", "what the defense declared it needs", False),
             *[_header_cell(c.heading, c.help, True, c.better) for c in ranked],
             _header_cell("cells", "cells averaged (data sets × attacks × seeds)", True)]
@@ -302,12 +313,14 @@ def render_page(summary: list[tuple[str, str]], rankings: list[tuple[str, list[R
              "<nav class='toc' aria-label='Contents'><ol>"
              + "".join(f"<li><a href='#{a}'>{E(text)}</a></li>" for a, text in toc) + "</ol></nav></header><main>"]
     parts.append("<section id='ranking'><h2>Overall ranking</h2>"
-                 "<p class='note'>Means over every table (data set × attack) and seed, ordered by mean DER.</p>")
+                 "<p class='note'>Means over every table (data set × attack) and seed, one ranking per kind of "
+                 "defense: model purification and training-data filtering ordered by mean DER, input detection by "
+                 "mean AUROC.</p>")
     for kind, rows in rankings:
         anchor = "ranking" + (f"-{kind.replace(' ', '-')}" if kind else "")
         if kind and len(rankings) > 1:
-            parts.append(f"<h3>{E(kind)}</h3>")
-        parts.append(_ranking(rows, anchor))
+            parts.append(f"<h3>{E(kind)} <span class='note'>(by {E(ranking_criterion(kind))})</span></h3>")
+        parts.append(_ranking(rows, anchor, kind))
     parts.append("</section><section id='plots'><h2>Plots</h2>")
     if "asr_vs_cacc" in figures:
         parts.append(_figure("asr_vs_cacc", figures["asr_vs_cacc"], "ASR against CACC per data set and attack",

@@ -160,3 +160,27 @@ def test_detector_child_gets_bare_shuffled_texts(tmp_path, tiny_victim_dir, monk
     positions = [i for i, t in enumerate(texts) if t not in clean]
     assert positions and min(positions) < n  # triggered inputs are not simply appended after the clean ones
     assert not math.isnan(records[0]["auroc"])
+
+
+def test_leaderboard_sections_and_rankings_per_kind():
+    from benchmark.leaderboard import build_rankings, build_tables, ranking_table
+
+    def record(defense, kind, **fields):
+        return {"dataset": "demo", "victim": "v", "attack_label": "badnets", "attack": "badnets", "seed": 0,
+                "defense": defense, "defense_label": defense, "defense_kind": kind, "cell_id": defense,
+                "scenario_id": "s", "status": "ok", "cacc": 0.8, "asr": 0.5, "der": 0.6, "cacc_before": 0.85,
+                "asr_before": 1.0, "cacc_clean": 0.86, "asr_clean": 0.1, **fields}
+
+    records = [record("none", "purification", der=0.5), record("strip", "input_detection", frr=0.01, far=0.9,
+                                                                   auroc=0.6, dev_frr=0.01, cacc_all=0.79),
+               record("rap", "input_detection", frr=0.02, far=0.5, auroc=0.8, dev_frr=0.01, cacc_all=0.78, der=0.1),
+               record("bki", "data_filtering", filter_recall=0.25, filter_fpr=0.01, kept=1900)]
+    tables = {t["heading"].rsplit(" · ", 1)[1]: t for t in build_tables(records)}
+    assert set(tables) == {"model purification", "input detection", "training-data filtering"}
+    assert {"frr", "far", "auroc"} <= {c.key for c in tables["input detection"]["columns"]}
+    assert "frr" not in {c.key for c in tables["model purification"]["columns"]}
+    assert {"filter_recall", "filter_fpr"} <= {c.key for c in tables["training-data filtering"]["columns"]}
+    rankings = dict(build_rankings(records))
+    assert [r.label for r in rankings["input detection"]] == ["rap", "strip"]  # by AUROC, not DER
+    headers, _ = ranking_table(rankings["input detection"], "input detection")
+    assert headers[3:6] == ["mean AUROC ↑", "mean FRR ↓", "mean FAR ↓"]
