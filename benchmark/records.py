@@ -11,6 +11,15 @@ Every record carries at least (the contract scripts rely on):
 * costs of the defense phase: ``wall_s``, ``cpu_s``, ``gpu_s``, ``peak_gpu_mb`` (null without
   CUDA), ``peak_rss_mb``, ``device``, ``train_samples``, ``train_tokens``; the attack's and the
   evaluation's costs under ``attack_cost`` and ``eval_cost``;
+* ``defense_kind``: ``purification``, ``input_detection`` or ``data_filtering``
+  (``docs/defense-kinds.md``); input detectors add ``frr``, ``far``, ``auroc``, ``threshold``,
+  ``dev_frr``, ``calibration_size``, ``rejected_clean``, ``rejected_poisoned``,
+  ``clean_test_size``, ``poisoned_test_size``, ``cacc_all`` (rejections counted as errors; their
+  ``cacc`` is over the accepted clean inputs), ``asr_accepted`` (their ``asr`` is over all
+  triggered inputs, a rejection never a success) and ``defense_phases``; input correctors add
+  ``auroc``, ``changed_clean``, ``changed_poisoned``; data filters add ``filter_recall``,
+  ``filter_fpr``, ``kept``, ``train_size``, ``poisoned_train_size`` and ``retrain_cost`` (their
+  ``cacc``/``asr`` are the retrained victim's); :mod:`benchmark.detection` defines each;
 * ``requires`` (the defense's declared assets), ``status`` (``ok`` or ``failed``; ``error`` when
   failed), ``defense_info`` (what the defense reported), ``budget``, and ``provenance``
   (bdbench version, git revision, library versions, config hash, precision).
