@@ -9,6 +9,10 @@ Methods customise it through three arguments, never by copying it:
 * ``trainable(name, param) -> bool``: which parameters the optimiser sees (default: all);
 * ``post_step(model, step)``: runs after every optimiser step (EP's norm projection,
   Fine-pruning's mask).
+
+On a CPU the step runs with the cheaper dropout and attention kernels of :mod:`benchmark.kernels`
+(same distribution, restored afterwards). On CUDA no step waits for the device: tokens are
+counted from the host's lengths and losses are checked for NaN/inf in groups (``CHECK_EVERY``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from . import measure
+from . import kernels, measure
 from .encoding import EncodedSet, batch_order, collate
 from .errors import EvaluationError, TrainingError
 from .runtime import Runtime
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 OptimizerFactory = Callable[[list[tuple[str, torch.nn.Parameter]], "TrainConfig"], torch.optim.Optimizer]
+CHECK_EVERY = 32  # on CUDA, losses are checked for NaN/inf every this many steps (and at the end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,39 +115,63 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     stats = TrainStats()
     lengths = data.lengths
+    # Losses wait here until checked for NaN/inf: every step on CPU; on CUDA every CHECK_EVERY
+    # steps, since reading a loss back to the host makes the host wait for the device.
+    unchecked: list[tuple[int, int, torch.Tensor]] = []  # (step, epoch, loss on the device)
+    check_every = 1 if runtime.device.type == "cpu" else CHECK_EVERY
+    pin = runtime.device.type == "cuda"
 
     try:
-        for epoch in range(config.epochs):
-            order = batch_order(lengths, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
-                                seed=seed * 1000 + epoch)
-            for indices in measure.progress(order, desc=f"train epoch {epoch + 1}/{config.epochs}"):
-                # -- one step: forward under autocast, backward, clip, step
-                batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(data, indices).items()}
-                with runtime.autocast():
-                    loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {stats.steps} "
-                                        f"(epoch {epoch + 1}); lower the learning rate or check the data")
-                loss.backward()
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if post_step is not None:
-                    post_step(model, stats.steps)
-                # -- book-keeping: samples and real (non-pad) tokens
-                n_tokens = int(batch["attention_mask"].sum())
-                stats.steps += 1
-                stats.samples += len(indices)
-                stats.tokens += n_tokens
-                measure.count(samples=len(indices), tokens=n_tokens)
-        stats.final_loss = float(loss.detach())
+        with kernels.fast_training(model, runtime.device):
+            for epoch in range(config.epochs):
+                order = batch_order(lengths, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
+                                    seed=seed * 1000 + epoch)
+                for indices in measure.progress(order, desc=f"train epoch {epoch + 1}/{config.epochs}"):
+                    # -- one step: forward under autocast, backward, clip, step
+                    batch = collate(data, indices)
+                    batch = {k: (v.pin_memory() if pin else v).to(runtime.device, non_blocking=True)
+                             for k, v in batch.items()}
+                    with runtime.autocast():
+                        loss = loss_fn(model, batch)
+                    unchecked.append((stats.steps, epoch, loss.detach()))
+                    if len(unchecked) >= check_every:
+                        _check_finite(unchecked)
+                    loss.backward()
+                    if config.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if post_step is not None:
+                        post_step(model, stats.steps)
+                    # -- book-keeping: samples and real (non-pad) tokens, counted on the host
+                    n_tokens = sum(lengths[i] for i in indices)
+                    stats.steps += 1
+                    stats.samples += len(indices)
+                    stats.tokens += n_tokens
+                    measure.count(samples=len(indices), tokens=n_tokens)
+        last = unchecked[-1][2] if unchecked else loss.detach()
+        _check_finite(unchecked)
+        stats.final_loss = float(last)
     finally:
         for _, p in model.named_parameters():
             p.requires_grad_(was_trainable[id(p)])
         model.eval()
     return stats
+
+
+def _check_finite(unchecked: list[tuple[int, int, torch.Tensor]]) -> None:
+    """Raise on the first non-finite loss among ``unchecked`` (one host read for all), then empty it."""
+    if not unchecked:
+        return
+    losses = torch.stack([loss.float().reshape(()) for _, _, loss in unchecked])
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        step, epoch, _ = unchecked[first]
+        raise TrainingError(f"non-finite loss ({float(losses[first])}) at step {step} "
+                            f"(epoch {epoch + 1}); lower the learning rate or check the data")
+    unchecked.clear()
 
 
 @torch.no_grad()

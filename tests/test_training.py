@@ -63,3 +63,87 @@ def test_bf16_autocast_trains(tiny_model, tiny_tokenizer, demo_small):
     stats = train(model, data, FAST_RECIPE, Runtime(torch.device("cpu"), "bf16"), seed=0)
     assert math.isfinite(stats.final_loss) and stats.tokens == data.num_tokens * FAST_RECIPE.epochs
     assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_keep_mask_has_dropouts_distribution():
+    from benchmark.kernels import keep_mask
+
+    torch.manual_seed(0)
+    mask = keep_mask((400, 500), 0.1)
+    assert mask.dtype == torch.bool and mask.shape == (400, 500)
+    dropped = 1 - mask.float().mean().item()
+    assert abs(dropped - 0.1) < 4 * (0.09 / mask.numel()) ** 0.5  # four standard deviations
+    # neighbours are independent: P(both kept) = 0.81 within noise, for each of the 4 pieces of a word
+    flat = mask.flatten().float()
+    for lag in (1, 2, 3, 4):
+        both = (flat[:-lag] * flat[lag:]).mean().item()
+        assert abs(both - 0.81) < 0.005
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask((400, 500), 0.1), mask)  # torch's seed decides the mask
+
+
+def test_fast_dropout_scales_and_masks_the_gradient():
+    from benchmark.kernels import dropout
+
+    torch.manual_seed(1)
+    x = torch.randn(64, 64, requires_grad=True)
+    y = dropout(x, 0.25)
+    y.sum().backward()
+    kept = y != 0
+    assert torch.allclose(y[kept], x.detach()[kept] / 0.75)
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.75))
+    assert dropout(x, 0.25, training=False) is x
+
+
+def test_fast_training_swaps_kernels_and_restores_them(tiny_model):
+    from benchmark.kernels import ATTENTION_NAME, FastDropout, fast_training
+
+    model = tiny_model()
+    before = [type(m) for m in model.modules()]
+    implementation = model.config._attn_implementation
+    with fast_training(model, torch.device("cpu")):
+        assert any(isinstance(m, FastDropout) for m in model.modules())
+        assert model.config._attn_implementation == ATTENTION_NAME
+    assert [type(m) for m in model.modules()] == before
+    assert model.config._attn_implementation == implementation
+
+
+def test_fast_attention_matches_the_models_own_without_dropout(tiny_model, tiny_tokenizer, demo_small):
+    from benchmark.kernels import fast_training
+
+    model = tiny_model()
+    model.eval()
+    batch = collate(encode(tiny_tokenizer, demo_small.train[:8], 64), range(8))
+    reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    for module in model.modules():  # the fast path is taken only with dropout: force it with p → 0
+        if hasattr(module, "dropout") and isinstance(module.dropout, torch.nn.Dropout):
+            module.dropout.p = 1e-9
+    with fast_training(model, torch.device("cpu")):
+        model.train()
+        torch.manual_seed(0)
+        fast = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(fast, reference, atol=1e-5)
+
+
+def test_bf16_training_is_repeatable_with_fast_kernels(tiny_model, tiny_tokenizer, demo_small):
+    from benchmark.runtime import Runtime
+
+    data = encode(tiny_tokenizer, demo_small.train[:64], 64)
+    runs = []
+    for _ in range(2):
+        model = tiny_model()
+        train(model, data, TrainConfig(epochs=1, lr=1e-3, batch_size=16), Runtime(torch.device("cpu"), "bf16"), seed=3)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_non_finite_loss_found_in_a_group_names_its_step():
+    """The grouped check that CUDA uses reports the first bad step, as the per-step check does."""
+    from benchmark.training import _check_finite
+
+    steps = [(i, 0, torch.tensor(v)) for i, v in enumerate([0.5, 0.4, math.nan, 0.3])]
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 2 \(epoch 1\)"):
+        _check_finite(steps)
+    ok = [(0, 0, torch.tensor(0.5))]
+    _check_finite(ok)
+    assert ok == []
