@@ -1,11 +1,21 @@
 """Cost measurement per phase (an attack, a defense, an evaluation).
 
 ``with measure.phase("defense", runtime) as cost:`` records wall seconds, process CPU seconds,
-peak host RSS of the phase (sampled every 10 ms), and on CUDA the device time between CUDA
-events and the peak allocated device memory (reset at the start of the phase). On a machine
-without CUDA the GPU fields are ``None`` (shown empty), never zero. The training loop and
-``predict`` report the samples and real tokens they process through :func:`count`, which adds
-to every phase that is open.
+peak host RSS of the phase, and on CUDA the device time between CUDA events and the peak
+allocated device memory (reset at the start of the phase). On a machine without CUDA the GPU
+fields are ``None`` (shown empty), never zero. The training loop and ``predict`` report the
+samples and real tokens they process through :func:`count`, which adds to every phase that is
+open.
+
+**Peak RSS of a phase** is the largest resident set size the process reached while the phase was
+open: what the phase itself allocated plus what the process already held when it began (the
+interpreter, torch, models loaded earlier). It is not the process's lifetime peak: a phase that
+follows a hungrier one reports its own, lower figure. On Linux it is read from the kernel's
+high-water mark (``VmHWM``), which is reset to the current RSS at the start of every phase by
+writing ``5`` to ``/proc/self/clear_refs``; every reset and every phase end first folds the mark
+reached so far into all open phases, so nested phases stay exact. Where the mark cannot be reset
+(no ``/proc``, or a kernel that refuses the write), a thread samples the RSS every 10 ms instead,
+which can miss a spike shorter than that.
 """
 
 from __future__ import annotations
@@ -48,6 +58,54 @@ class PhaseCost:
         return out
 
 
+def _status_mb(field: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process in MiB, or None without /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset the kernel's VmHWM to the current RSS; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _HighWaterMark:
+    """Peak RSS per open phase from the kernel's resettable high-water mark (module docstring)."""
+
+    def __init__(self):
+        self.peaks: dict[int, float] = {}
+
+    def fold(self) -> None:
+        mark = _status_mb("VmHWM") or current_rss_mb()
+        for key in self.peaks:
+            self.peaks[key] = max(self.peaks[key], mark)
+
+    def open(self, key: int) -> bool:
+        self.fold()  # the mark so far belongs to the phases already open
+        if not _reset_high_water_mark():
+            return False
+        self.peaks[key] = current_rss_mb()
+        return True
+
+    def close(self, key: int) -> float:
+        self.fold()
+        return self.peaks.pop(key)
+
+
+_HWM = _HighWaterMark()
+
+
 def current_rss_mb() -> float:
     try:
         with open("/proc/self/statm", encoding="ascii") as handle:
@@ -87,8 +145,10 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
         torch.cuda.reset_peak_memory_stats(device)
         start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start_event.record()
-    sampler = _RssSampler()
-    sampler.start()
+    sampler = None
+    if not _HWM.open(id(cost)):
+        sampler = _RssSampler()
+        sampler.start()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     _OPEN.append(cost)
     try:
@@ -102,7 +162,7 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
             cost.peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20
         cost.wall_s = time.perf_counter() - wall0
         cost.cpu_s = time.process_time() - cpu0
-        cost.peak_rss_mb = sampler.stop()
+        cost.peak_rss_mb = sampler.stop() if sampler is not None else _HWM.close(id(cost))
 
 
 def count(samples: int, tokens: int, training: bool = True) -> None:

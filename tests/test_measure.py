@@ -62,3 +62,17 @@ def test_cuda_training_step_under_bf16(tiny_model, tiny_tokenizer, demo_small):
         train(model, data, TrainConfig(epochs=8, lr=3e-3, batch_size=16), runtime, seed=0)
     assert accuracy(model, encode(tiny_tokenizer, demo_small.test, 64), runtime) > 0.6
     assert cost.gpu_s > 0 and cost.peak_gpu_mb > 0
+
+
+def test_phase_peak_rss_is_the_phases_own_not_the_process_history():
+    with measure.phase("hungry") as hungry:
+        blob = bytearray(200 * 2**20)  # zero-filled, so resident
+        del blob
+    with measure.phase("outer") as outer:
+        blob = bytearray(80 * 2**20)  # before the inner phase resets the mark: still the outer phase's
+        del blob
+        with measure.phase("light") as light:
+            pass
+    assert hungry.peak_rss_mb > light.peak_rss_mb + 150
+    assert outer.peak_rss_mb >= light.peak_rss_mb + 60  # a nested phase's reset keeps the outer peak
+    assert light.peak_rss_mb <= measure.current_rss_mb() + 40
