@@ -18,7 +18,8 @@ for the KL distance, the student's attention dropout off.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -26,17 +27,30 @@ import torch.nn.functional as F
 
 
 def ensure_eager_attention(model: torch.nn.Module) -> None:
-    """Attention maps need the eager implementation (SDPA does not return them)."""
+    """Switch ``model`` to the eager attention implementation for good (SDPA returns no maps);
+    :func:`eager_attention` switches it for one block only."""
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")
 
 
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Eager attention inside the block, the model's own implementation (SDPA, ...) after it."""
+    before = getattr(model.config, "_attn_implementation", "eager")
+    ensure_eager_attention(model)
+    try:
+        yield
+    finally:
+        if getattr(model.config, "_attn_implementation", "eager") != before:
+            model.set_attn_implementation(before)
+
+
 def forward_internals(model: torch.nn.Module, batch: dict, *, attentions: bool = True, hidden_states: bool = True):
-    """Forward pass returning logits plus the requested per-layer internals."""
-    if attentions:
-        ensure_eager_attention(model)
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 output_attentions=attentions, output_hidden_states=hidden_states)
+    """Forward pass returning logits plus the requested per-layer internals. Attention maps need
+    eager attention: the model runs eager for this pass and keeps its own implementation after."""
+    with eager_attention(model) if attentions else contextlib.nullcontext():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     output_attentions=attentions, output_hidden_states=hidden_states)
 
 
 def resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:

@@ -147,3 +147,14 @@ def test_non_finite_loss_found_in_a_group_names_its_step():
     ok = [(0, 0, torch.tensor(0.5))]
     _check_finite(ok)
     assert ok == []
+
+
+def test_attention_maps_leave_the_models_attention_implementation(tiny_model, tiny_tokenizer, demo_small):
+    from benchmark.distill import forward_internals
+
+    model = tiny_model()
+    implementation = model.config._attn_implementation
+    batch = collate(encode(tiny_tokenizer, demo_small.train[:4], 64), range(4))
+    out = forward_internals(model, batch)
+    assert len(out.attentions) == model.config.num_hidden_layers
+    assert model.config._attn_implementation == implementation
