@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import kernels, measure
 from .encoding import EncodedSet, batch_order, collate
 from .errors import EvaluationError, TrainingError
-from .runtime import Runtime
+from .runtime import Runtime, return_freed_memory
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 OptimizerFactory = Callable[[list[tuple[str, torch.nn.Parameter]], "TrainConfig"], torch.optim.Optimizer]
@@ -82,6 +82,7 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     """
     if len(data) == 0:
         raise TrainingError("cannot train on an empty data set")
+    return_freed_memory()  # large freed tensors go back to the OS (benchmark.runtime)
     model.to(runtime.device)
     model.train()
     torch.manual_seed(seed)
