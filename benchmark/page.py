@@ -312,10 +312,13 @@ def render_page(summary: list[tuple[str, str]], rankings: list[tuple[str, list[R
              "</dl></section></div>",
              "<nav class='toc' aria-label='Contents'><ol>"
              + "".join(f"<li><a href='#{a}'>{E(text)}</a></li>" for a, text in toc) + "</ol></nav></header><main>"]
+    if len(rankings) > 1:  # name the criterion of each kind present, and only those
+        criteria = "; ".join(f"{kind} by {ranking_criterion(kind)}" for kind, _ in rankings)
+        ranking_note = f"one ranking per kind of defense: {criteria}"
+    else:
+        ranking_note = f"ordered by {ranking_criterion(rankings[0][0] if rankings else '')}"
     parts.append("<section id='ranking'><h2>Overall ranking</h2>"
-                 "<p class='note'>Means over every table (data set × attack) and seed, one ranking per kind of "
-                 "defense: model purification and training-data filtering ordered by mean DER, input detection by "
-                 "mean AUROC.</p>")
+                 f"<p class='note'>Means over every table (data set × attack) and seed, {E(ranking_note)}.</p>")
     for kind, rows in rankings:
         anchor = "ranking" + (f"-{kind.replace(' ', '-')}" if kind else "")
         if kind and len(rankings) > 1:
