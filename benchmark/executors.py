@@ -54,6 +54,7 @@ class LocalExecutor:
         if self.threads:
             torch.set_num_threads(self.threads)
         harness = Harness(config, registry)
+        harness.warm()
         try:
             for cell in cells:
                 yield harness.run_cell(cell)
@@ -73,6 +74,11 @@ def _init_worker(config, threads: int) -> None:
     torch.set_num_threads(threads)
     _WORKER.clear()
     _WORKER["harness"] = Harness(config)
+    _WORKER["harness"].warm()
+
+
+def _started() -> None:
+    """A no-op task: submitting one per worker makes the pool start every worker at once."""
 
 
 def _harness(config, threads: int):
@@ -230,6 +236,10 @@ class ProcessExecutor(PooledExecutor):
     def _open(self, config) -> None:
         self._config = config
         self._pool = self._new_pool()
+        # The pool starts a worker per submission that finds none idle: start them all now, so that
+        # every worker's imports, harness and defense server get ready while the first build runs.
+        for _ in range(self.workers):
+            self._pool.submit(_started)
 
     def _new_pool(self):
         import concurrent.futures

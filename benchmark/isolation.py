@@ -183,21 +183,32 @@ class DefenseServer:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._ready = False
 
-    def _start(self) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmark.isolation", "--serve"], env=_child_env(),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        if proc.stdout.readline().strip() != "ready":
-            proc.kill()
-            raise DefenseProcessError("the defense server did not start (python -m benchmark.isolation --serve)")
-        return proc
+    def prestart(self) -> None:
+        """Start the server without waiting for it, so that its imports overlap the caller's work
+        (a worker starts it while the scenario loads); :meth:`run` waits for it if need be."""
+        if hasattr(os, "fork") and (self._proc is None or self._proc.poll() is not None):
+            self._proc = subprocess.Popen([sys.executable, "-m", "benchmark.isolation", "--serve"],
+                                          env=_child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True, bufsize=1)
+            self._ready = False
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            if self._proc.stdout.readline().strip() != "ready":
+                self._proc.kill()
+                self._proc = None
+                raise DefenseProcessError("the defense server did not start (python -m benchmark.isolation --serve)")
+            self._ready = True
 
     def run(self, folder: Path) -> int:
         if not hasattr(os, "fork"):
             return subprocess.run([sys.executable, "-m", "benchmark.isolation", str(folder)], env=_child_env(),
                                   check=False).returncode
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = self._start()
+            self.prestart()
+        self._wait_ready()
         request = {"folder": str(folder), "environ": dict(os.environ)}  # the environment of now
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")

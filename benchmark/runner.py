@@ -151,6 +151,12 @@ class Harness:
         self._defense_server = isolation.DefenseServer()
         weakref.finalize(self, self._defense_server.close)
 
+    def warm(self) -> None:
+        """Start what every cell will need and that takes seconds to start (the defense server),
+        without waiting for it: a worker calls this before its first task."""
+        if self.config.isolation != "none":
+            self._defense_server.prestart()
+
     def close(self) -> None:
         """Stop the defense server (also done when the harness is garbage-collected)."""
         self._defense_server.close()
@@ -176,13 +182,15 @@ class Harness:
         return self._victim_fps[victim]
 
     def pretrained_loader(self, victim: str, num_labels: int, seed: int) -> Callable[[], torch.nn.Module]:
-        """Fresh copies of the victim's pre-trained weights; the new head is seeded by ``seed``."""
+        """Fresh copies of the victim's pre-trained weights; the new head is seeded by ``seed``. The
+        weights are read on the first call (a cached scenario whose defenses do not ask for them
+        never reads them) and kept for the next."""
         key = (victim, num_labels)
-        if key not in self._pretrained:
-            self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
-                                                    allow_pickle=self.config.allow_pickle)
 
         def load() -> torch.nn.Module:
+            if key not in self._pretrained:
+                self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
+                                                        allow_pickle=self.config.allow_pickle)
             model = clone_model(self._pretrained[key])
             generator = torch.Generator().manual_seed(seed)
             for module in model.modules():  # re-draw the task head so that it depends on the seed only
