@@ -10,6 +10,10 @@ Methods customise it through three arguments, never by copying it:
 * ``post_step(model, step)``: runs after every optimiser step (EP's norm projection,
   Fine-pruning's mask).
 
+``on_epoch_end(model, epoch)`` (epoch counted from 1) lets a caller look at the model between
+epochs, e.g. to read dev accuracy while choosing an epoch count; it runs outside the training
+step's kernels and grad mode, and training resumes after it in train mode.
+
 On a CPU the step runs with the cheaper dropout and attention kernels of :mod:`benchmark.kernels`
 (same distribution, restored afterwards). On CUDA no step waits for the device: tokens are
 counted from the host's lengths and losses are checked for NaN/inf in groups (``CHECK_EVERY``).
@@ -75,7 +79,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
           loss_fn: LossFn = cross_entropy_loss,
           trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
           post_step: Callable[[torch.nn.Module, int], None] | None = None,
-          make_optimizer: OptimizerFactory | None = None) -> TrainStats:
+          make_optimizer: OptimizerFactory | None = None,
+          on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None) -> TrainStats:
     """Fine-tune ``model`` in place on ``data``; returns counts and the last loss.
 
     ``make_optimizer(named_trainable_params, config)`` replaces AdamW (EP's plain row update).
@@ -123,8 +128,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     pin = runtime.device.type == "cuda"
 
     try:
-        with kernels.fast_training(model, runtime.device):
-            for epoch in range(config.epochs):
+        for epoch in range(config.epochs):
+            with kernels.fast_training(model, runtime.device):
                 order = batch_order(lengths, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
                                     seed=seed * 1000 + epoch)
                 for indices in measure.progress(order, desc=f"train epoch {epoch + 1}/{config.epochs}"):
@@ -151,6 +156,13 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
                     stats.samples += len(indices)
                     stats.tokens += n_tokens
                     measure.count(samples=len(indices), tokens=n_tokens)
+            if on_epoch_end is not None:
+                _check_finite(unchecked)
+                unchecked.clear()
+                model.eval()
+                with torch.no_grad():
+                    on_epoch_end(model, epoch + 1)
+                model.train()
         last = unchecked[-1][2] if unchecked else loss.detach()
         _check_finite(unchecked)
         stats.final_loss = float(last)

@@ -158,3 +158,18 @@ def test_attention_maps_leave_the_models_attention_implementation(tiny_model, ti
     out = forward_internals(model, batch)
     assert len(out.attentions) == model.config.num_hidden_layers
     assert model.config._attn_implementation == implementation
+
+
+def test_on_epoch_end_sees_each_epoch_without_changing_the_run(tiny_model, tiny_tokenizer, demo_small, cpu_fp32):
+    data = encode(tiny_tokenizer, demo_small.train, 64)
+    recipe = FAST_RECIPE.replace(epochs=3)
+    seen = []
+
+    def look(model, epoch):
+        seen.append((epoch, model.training, torch.is_grad_enabled()))
+
+    watched, plain = tiny_model(), tiny_model()
+    train(watched, data, recipe, cpu_fp32, seed=0, on_epoch_end=look)
+    train(plain, data, recipe, cpu_fp32, seed=0)
+    assert seen == [(1, False, False), (2, False, False), (3, False, False)]
+    assert all(torch.equal(a, b) for a, b in zip(watched.state_dict().values(), plain.state_dict().values()))
