@@ -104,7 +104,7 @@ BACKDOORED_REFERENCE = {"cacc": _field("cacc_before"), "asr": _field("asr_before
                         "asr_minus_clean": _minus("asr_before", "asr_clean")}
 
 INFO_FIELDS = (  # defense_info keys shown beside a defense: (key, label, format, per seed?, meaning)
-    ("prune_ratio", "pruned", "{:.0%}", True, "share of the layer's FFN neurons fine-pruning pruned"),
+    ("prune_ratio", "pruned", "{:.0%}", True, "share of its candidate FFN neurons fine-pruning pruned (scope joint: every layer's)"),
     ("dev_acc_pruned", "pruned dev acc", "{:.3f}", False,
      "clean dev accuracy of the pruned model before fine-tuning"),
     ("rho", "ρ", "{:g}", True, "Fine-mixing's reserve ratio: share of backdoored weights kept"),

@@ -4,37 +4,49 @@ Liu, Dolan-Gavitt, Garg, "Fine-Pruning: Defending Against Backdooring Attacks on
 Networks", RAID 2018, https://arxiv.org/abs/1805.12185.
 
 Algorithm (transformer adaptation of methods.md B2):
-1. Score the FFN intermediate neurons (the activation output of the FFN's first projection,
-   ``intermediate_size`` units) of one encoder layer — the last by default, the analogue of the
-   paper's last convolutional layer — by their mean activation over the non-padding tokens of
-   the defender's clean data (signed mean by default: GELU can be negative and "least active"
-   is the most negative; ``score="abs_mean"`` is the documented alternative).
-2. Prune in increasing order of score, ``step`` of the neurons at a time (1%, BackdoorBench's
-   ``once_prune_ratio``), measuring clean dev accuracy after each step; stop at the first step
-   whose accuracy falls more than ``tolerance`` below the unpruned model's and keep the previous
-   ratio (the largest ratio with acc ≥ acc_0 − τ). A neuron is pruned by zeroing its row of the
-   projection's weight and its bias, so its activation is exactly act(0) = 0.
+1. Score FFN intermediate neurons (the activation output of each layer's first FFN projection,
+   ``intermediate_size`` units per layer) by their mean activation over the non-padding tokens of
+   the defender's clean data (signed mean by default: GELU can be negative and "least active" is
+   the most negative; ``score="abs_mean"`` is the documented alternative). ``scope`` says which
+   neurons compete:
+   - ``"joint"`` (default): every encoder layer's FFN neurons, ranked together;
+   - ``"per_layer"``: every layer's FFN, each ranked within its layer and pruned by the same share;
+   - ``"layer"``: one layer's FFN (``layer``, the last by default), the literal analogue of the
+     paper's last convolutional layer (version 1 of this plugin).
+2. Prune in increasing order of score, ``step`` of the candidate neurons at a time (1%,
+   BackdoorBench's ``once_prune_ratio``), measuring clean dev accuracy after each step; stop at the
+   first step whose accuracy falls more than ``tolerance`` below the unpruned model's and keep the
+   previous ratio (the largest ratio with acc ≥ acc_0 − τ). A neuron is pruned by zeroing its row of
+   the projection's weight and its bias, so its activation is exactly act(0) = 0.
 3. Fine-tune the pruned model on the clean data with the shared recipe, keeping the mask in force:
    a gradient hook zeroes the pruned rows' gradients (so AdamW never moves them) and ``post_step``
    re-zeroes the rows after every optimiser step.
+
+Why ``joint`` is the default: with ``scope="layer"`` the stopping rule never fired on MiniLM-L6
+(clean dev accuracy fell by under a point with the whole last-layer FFN pruned: the residual
+connection carries the representation past it), so the rule pruned 100% of the layer in every
+cell of the first leaderboard and the row read "delete the last FFN, then fine-tune". Ranking all
+layers' neurons together keeps Liu et al.'s two ingredients — least active on clean data first,
+stop on clean dev accuracy — over a set whose removal the network cannot route around, so the rule
+decides the ratio. The record's ``defense_info`` gives the scope, the pruned share and the pruned
+neurons per layer.
 
 Defaults and sources: ``tolerance = 0.04`` is Liu et al.'s stopping rule (4% drop on validation,
 [recalled] in methods.md); BackdoorBench uses ``acc_ratio = 0.1`` (set ``tolerance=0.1``).
 ``step = 0.01`` is BackdoorBench's. Fine-tuning: the shared defense recipe (methods.md E2).
 
-Observed (MiniLM-L6 backdoored by BadNets or EP on 2000 SST-2 samples): clean dev accuracy fell
-by under 1 point when the whole last-layer FFN was pruned, so the rule pruned all of it (the
-residual connection carries the representation past the FFN); the curve is in the record.
-
-Speed: every dev evaluation re-runs only the encoder layers from the pruned one up; the output
-of the layer below is computed once per dev batch and replayed (see :func:`_replay_below`).
+Speed: every dev evaluation re-runs only the encoder layers from the lowest candidate layer up;
+the output of the layer below is computed once per dev batch and replayed (see
+:func:`_replay_below`); for ``joint`` and ``per_layer`` that is the whole encoder.
 
 Departures: activations are ranked on the clean training subset (the paper uses validation
 data; here dev is kept for the stopping rule so that the two uses stay separate). The pruned
 unit is the FFN neuron, not a convolutional channel. Model access: the layer stack is found as
 the base model's ``ModuleList`` of ``num_hidden_layers`` entries, and the FFN projection as the
 layer's one ``Linear`` with ``intermediate_size`` outputs (BERT's ``intermediate.dense``), in
-:func:`_ffn_projection` only.
+:func:`_ffn_projection` only. Under ``joint``, raw mean activations are compared across layers
+(their scales differ: the ranking prunes first where the least active neurons are, which is the
+method's premise); ``per_layer`` is the variant that does not compare scales.
 """
 
 from __future__ import annotations
@@ -53,68 +65,103 @@ from benchmark.victims import encoder_layers
 
 class FinePruning(Defense):
     name = "fine_pruning"
-    version = "1"
+    version = "2"
     requires = frozenset({"clean_data", "clean_dev"})
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        layer: int = -1  # encoder layer to prune, 1..L; -1 = the last (Liu: the last conv layer)
+        # which FFN neurons compete: all layers ranked together, every layer by the same share, or one layer
+        scope: Literal["joint", "per_layer", "layer"] = "joint"
+        layer: int = -1  # scope="layer": the encoder layer to prune, 1..L; -1 = the last (Liu: the last conv layer)
         score: Literal["mean", "abs_mean"] = "mean"  # signed mean activation (methods.md B2) or mean |a|
         tolerance: float = hparam(0.04, range="[0, )")  # allowed clean-dev accuracy drop; Liu 4% [recalled], BackdoorBench 0.1
-        step: float = hparam(0.01, range="(0, 1]")  # share of the neurons pruned per step (BackdoorBench once_prune_ratio)
-        max_ratio: float = hparam(1.0, range="(0, 1]")  # never prune more than this share of the layer's neurons
-        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
+        step: float = hparam(0.01, range="(0, 1]")  # share of the candidate neurons pruned per step (BackdoorBench once_prune_ratio)
+        max_ratio: float = hparam(1.0, range="(0, 1]")  # never prune more than this share of the candidates
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params
-        if not 0 < p.step <= 1 or not 0 < p.max_ratio <= 1 or p.tolerance < 0:
-            raise PluginError(f"{self.name}: need 0 < step <= 1, 0 < max_ratio <= 1, tolerance >= 0; got {p}")
         model.to(ctx.runtime.device).eval()
         layers = encoder_layers(model)
-        index = _layer_index(p.layer, len(layers), self.name)
-        proj = _ffn_projection(layers[index], model.config)
-        n = proj.out_features
+        indices = ([_layer_index(p.layer, len(layers), self.name)] if p.scope == "layer"
+                   else list(range(len(layers))))
+        projs = [_ffn_projection(layers[i], model.config) for i in indices]
+        total = sum(proj.out_features for proj in projs)
 
-        # -- 1. rank the neurons by mean activation on the clean data (least active first)
-        scores = _mean_activations(model, proj, ctx, absolute=p.score == "abs_mean")
-        order = torch.argsort(scores).tolist()
+        # -- 1. rank the candidate neurons by mean activation on the clean data (least active first)
+        scores = _mean_activations(model, projs, ctx, absolute=p.score == "abs_mean")
+        plan = _PruneOrder(scores, jointly=p.scope == "joint")
 
         # -- 2. prune step by step until clean dev accuracy drops by more than the tolerance
-        original = (proj.weight.detach().clone(), proj.bias.detach().clone())
-        dev = _DevReplay(model, layers, index, ctx)
+        originals = [(proj.weight.detach().clone(), proj.bias.detach().clone()) for proj in projs]
+        dev = _DevReplay(model, layers, min(indices), ctx)
         acc0 = dev.accuracy()
-        curve, chosen = [[0.0, round(acc0, 4)]], 0
+        curve, chosen = [[0.0, round(acc0, 4)]], 0.0
         for k in range(1, int(round(p.max_ratio / p.step)) + 1):
-            count = min(n, int(round(k * p.step * n)))
-            _set_mask(proj, original, order[:count])
+            ratio = min(1.0, k * p.step)
+            _set_masks(projs, originals, plan.pruned(ratio))
             acc = dev.accuracy()
-            curve.append([round(count / n, 4), round(acc, 4)])
+            curve.append([round(ratio, 4), round(acc, 4)])
             if acc < acc0 - p.tolerance:
                 break
-            chosen = count
-        keep = _set_mask(proj, original, order[:chosen])
+            chosen = ratio
+        pruned = plan.pruned(chosen)
+        keeps = _set_masks(projs, originals, pruned)
         dev_pruned = dev.accuracy()
         del dev
 
         # -- 3. fine-tune with the mask in force (gradient hooks + re-zeroing after each step)
-        hooks = [proj.weight.register_hook(lambda g: g * keep[:, None].to(g.dtype)),
-                 proj.bias.register_hook(lambda g: g * keep.to(g.dtype))]
+        hooks = []
+        for proj, keep in zip(projs, keeps):
+            hooks += [proj.weight.register_hook(lambda g, keep=keep: g * keep[:, None].to(g.dtype)),
+                      proj.bias.register_hook(lambda g, keep=keep: g * keep.to(g.dtype))]
 
         def enforce(m, step):
             with torch.no_grad():
-                proj.weight.mul_(keep[:, None].to(proj.weight.dtype))
-                proj.bias.mul_(keep.to(proj.bias.dtype))
+                for proj, keep in zip(projs, keeps):
+                    proj.weight.mul_(keep[:, None].to(proj.weight.dtype))
+                    proj.bias.mul_(keep.to(proj.bias.dtype))
 
         try:
             ctx.finetune(model, ctx.clean_data, post_step=enforce, lr=p.lr, epochs=p.epochs)
         finally:
             for hook in hooks:
                 hook.remove()
-        info = {"layer": index + 1, "neurons": n, "pruned": chosen, "prune_ratio": round(chosen / n, 4),
+        count = sum(len(rows) for rows in pruned)
+        info = {"scope": p.scope, "layers": [i + 1 for i in indices], "neurons": total, "pruned": count,
+                "prune_ratio": round(count / total, 4),
+                "pruned_per_layer": [len(rows) for rows in pruned],
                 "dev_acc_before": round(acc0, 4), "dev_acc_pruned": round(dev_pruned, 4),
                 "dev_acc_after": round(ctx.accuracy(model, ctx.clean_dev), 4), "curve": curve}
+        if p.scope == "layer":
+            info["layer"] = indices[0] + 1
         return DefenseOutput(model, info=info)
+
+
+class _PruneOrder:
+    """Which neurons a pruning ratio removes: the least active ``ratio`` of all candidates ranked
+    together (``jointly``), or of each projection's neurons ranked within it."""
+
+    def __init__(self, scores: list[torch.Tensor], jointly: bool):
+        self.sizes = [len(s) for s in scores]
+        if jointly:
+            owner = torch.cat([torch.full((n,), k) for k, n in enumerate(self.sizes)])
+            local = torch.cat([torch.arange(n) for n in self.sizes])
+            order = torch.argsort(torch.cat(scores), stable=True)
+            self.joint = list(zip(owner[order].tolist(), local[order].tolist()))
+        else:
+            self.joint = None
+            self.orders = [torch.argsort(s, stable=True).tolist() for s in scores]
+
+    def pruned(self, ratio: float) -> list[list[int]]:
+        """The pruned neuron indices of each projection at ``ratio``."""
+        if self.joint is None:
+            return [order[:int(round(ratio * n))] for order, n in zip(self.orders, self.sizes)]
+        rows: list[list[int]] = [[] for _ in self.sizes]
+        for owner, neuron in self.joint[:int(round(ratio * len(self.joint)))]:
+            rows[owner].append(neuron)
+        return rows
 
 
 # --------------------------------------------------------------------------- model access
@@ -142,22 +189,25 @@ def _layer_index(layer: int, num_layers: int, plugin: str) -> int:
 # --------------------------------------------------------------------------- the three steps
 
 @torch.no_grad()
-def _mean_activations(model, proj: torch.nn.Linear, ctx: DefenseContext, absolute: bool) -> torch.Tensor:
-    """Mean activation of each neuron over the non-padding tokens of the clean data."""
+def _mean_activations(model, projs: list[torch.nn.Linear], ctx: DefenseContext, absolute: bool) -> list[torch.Tensor]:
+    """Mean activation of each neuron of each projection over the non-padding tokens of the clean
+    data, in one pass."""
     from transformers.activations import ACT2FN
 
     act = ACT2FN[model.config.hidden_act]
-    total = torch.zeros(proj.out_features, dtype=torch.float64)
+    totals = [torch.zeros(proj.out_features, dtype=torch.float64) for proj in projs]
     tokens = 0
     state = {}
 
-    def hook(module, inputs, output):
-        a = act(output.float())
-        a = a.abs() if absolute else a
-        m = state["mask"].to(a.dtype)[..., None]  # B×T×1: 1 at real tokens
-        total.add_((a * m).sum((0, 1)).double().cpu())
+    def hook_for(total):
+        def hook(module, inputs, output):
+            a = act(output.float())
+            a = a.abs() if absolute else a
+            m = state["mask"].to(a.dtype)[..., None]  # B×T×1: 1 at real tokens
+            total.add_((a * m).sum((0, 1)).double().cpu())
+        return hook
 
-    handle = proj.register_forward_hook(hook)
+    handles = [proj.register_forward_hook(hook_for(total)) for proj, total in zip(projs, totals)]
     try:
         for batch in iterate_batches(ctx.encode(ctx.clean_data), 128, device=ctx.runtime.device):
             state["mask"] = batch["attention_mask"]
@@ -165,8 +215,14 @@ def _mean_activations(model, proj: torch.nn.Linear, ctx: DefenseContext, absolut
             with ctx.runtime.autocast():
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     finally:
-        handle.remove()
-    return (total / max(tokens, 1)).float()
+        for handle in handles:
+            handle.remove()
+    return [(total / max(tokens, 1)).float() for total in totals]
+
+
+def _set_masks(projs, originals, pruned: list[list[int]]) -> list[torch.Tensor]:
+    """:func:`_set_mask` for each projection; returns the keep masks."""
+    return [_set_mask(proj, original, rows) for proj, original, rows in zip(projs, originals, pruned)]
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Fine-pruning on the tiny BERT: the mask survives fine-tuning, the stopping rule holds, and
-the cached dev evaluation agrees with a full one."""
+"""Fine-pruning on the tiny BERT: the mask survives fine-tuning, the stopping rule holds, the
+three scopes prune what they say, and the cached dev evaluation agrees with a full one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from defenses.fine_pruning import (
     _mean_activations,
     _set_mask,
 )
+
+LAST = {"scope": "layer"}  # version 1's setting: the last layer's FFN only
 
 REQUIRES = {"clean_data", "clean_dev"}
 
@@ -36,7 +38,7 @@ def pruned_rows(model, layer_index):
 
 def test_pruned_neurons_stay_zero_after_finetuning(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
-    defense = FinePruning(FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.5))
+    defense = FinePruning(FinePruning.Params(**LAST, tolerance=1.0, step=0.25, max_ratio=0.5))
     out = defense.purify(trained, ctx)
     assert isinstance(out, DefenseOutput)
     info = out.info
@@ -63,8 +65,8 @@ def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
     proj = _ffn_projection(encoder_layers(model)[-1], model.config)
-    scores = _mean_activations(model, proj, ctx, absolute=False)
-    info = FinePruning(FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
+    (scores,) = _mean_activations(model, [proj], ctx, absolute=False)
+    info = FinePruning(FinePruning.Params(**LAST, tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
     assert sorted(pruned_rows(model, info["layer"] - 1)) == sorted(torch.argsort(scores)[:16].tolist())
 
 
@@ -72,13 +74,39 @@ def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
     short, long = demo_small.train[0], max(demo_small.train[:60], key=lambda ex: len(ex.text))
     model = trained
     proj = _ffn_projection(encoder_layers(model)[-1], model.config)
-    alone = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
-    both = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
-    solo_long = _mean_activations(model, proj, make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
+    (alone,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
+    (both,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
+    (solo_long,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
     n_short = len(make_defense_ctx(REQUIRES).encode([short]).input_ids[0])
     n_long = len(make_defense_ctx(REQUIRES).encode([long]).input_ids[0])
     expected = (alone * n_short + solo_long * n_long) / (n_short + n_long)  # token-weighted, no pad tokens
     assert torch.allclose(both, expected, atol=1e-5)
+
+
+def test_joint_scope_prunes_the_least_active_neurons_of_every_layer_together(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    model = clone_model(trained)
+    layers = encoder_layers(model)
+    projs = [_ffn_projection(layer, model.config) for layer in layers]
+    scores = torch.cat(_mean_activations(model, projs, ctx, absolute=False))
+    params = FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)
+    info = FinePruning(params).purify(model, ctx).info
+    n = projs[0].out_features
+    expected = sorted(torch.argsort(scores)[: len(scores) // 4].tolist())
+    got = sorted(i * n + row for i in range(len(layers)) for row in pruned_rows(model, i))
+    assert got == expected  # the lowest quarter of all layers' neurons, wherever they are
+    assert info["scope"] == "joint" and info["layers"] == [1, 2] and info["neurons"] == len(scores)
+    assert info["pruned_per_layer"] == [len(pruned_rows(model, i)) for i in range(len(layers))]
+    assert sum(info["pruned_per_layer"]) == info["pruned"] == len(scores) // 4
+
+
+def test_per_layer_scope_prunes_the_same_share_of_each_layer(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    params = FinePruning.Params(scope="per_layer", tolerance=1.0, step=0.25, max_ratio=0.5, epochs=1)
+    out = FinePruning(params).purify(trained, ctx)
+    n = _ffn_projection(encoder_layers(out.model)[0], out.model.config).out_features
+    assert out.info["pruned_per_layer"] == [n // 2, n // 2]
+    assert [len(pruned_rows(out.model, i)) for i in range(2)] == [n // 2, n // 2]
 
 
 @pytest.mark.parametrize("layer", [0, 1])
