@@ -22,11 +22,13 @@ Defaults and their sources. Brief: copies 3, split_rate 0.3, teacher_lr 2e-5, st
   punctuation are never cut. The share is of *all* tokens: a copy of an n-token text gets
   round(split_rate·n) cuts (stochastic rounding, so the expected share is exact), drawn among the
   splittable tokens and capped by their number.
-* ``split_rate = 0`` or ``copies = 0`` is the "no token splitting" ablation: stage 1 retrains on
-  the clean subset alone (no duplicated copies).
+* ``split_rate = 0`` is the "no token splitting" control: the ``copies`` are unsplit duplicates,
+  so stage 1 takes as many steps on the same texts and only the splitting differs (version 1
+  dropped the copies, which also cut stage 1's steps by 1 + ``copies``); ``copies = 0`` retrains on
+  the clean subset alone.
 * stage 2 data: the clean subset (``distill_data="clean"``), as in NAD, which stage 2 follows;
   ``"augmented"`` distils on clean ∪ augmentations.
-* epochs: the shared defense recipe (3) for both stages; warm-up 10% and clipping 1.0 kept.
+* epochs: the shared defense recipe's (Budget.defense_training) for both stages; warm-up 10% and clipping 1.0 kept.
 * alpha 100, beta 1 (paper values unknown): L_a is a per-entry MSE of attention probabilities and
   L_h a per-dimension MSE of hidden states, so both are small numbers; the weights put each
   weighted term at the order of L_cls. ``info`` records each term at the first and last step.
@@ -130,18 +132,18 @@ def dropout_off(model: torch.nn.Module, off: bool = True):
 
 class MBTSAD(Defense):
     name = "mbtsad"
-    version = "1"
+    version = "2"
     requires = frozenset({"clean_data"})
 
     @dataclasses.dataclass(frozen=True)
     class Params:
         copies: int = hparam(3, range="[0, )")  # N augmented copies per clean sample (brief)
-        split_rate: float = hparam(0.3, range="[0, 1]")  # share of the tokens cut per copy (brief); 0: no splitting (ablation)
+        split_rate: float = hparam(0.3, range="[0, 1]")  # share of the tokens cut per copy (brief); 0: unsplit copies (control)
         unit: Literal["word", "wordpiece"] = "word"  # what a token is (our reading: whitespace word)
         teacher_lr: float = hparam(2e-5, range="(0, )")  # stage 1 retraining lr (brief)
-        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: shared defense recipe (3); paper value unknown
+        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs; paper value unknown
         student_lr: float = hparam(5e-4, range="(0, )")  # stage 2 distillation lr (brief)
-        student_epochs: int | None = hparam(None, range="[1, )")  # None: shared defense recipe (3); paper value unknown
+        student_epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs; paper value unknown
         alpha: float = hparam(100.0, range="[0, )")  # weight of L_a, attention maps (paper value unknown; our scale reading)
         beta: float = hparam(1.0, range="[0, )")  # weight of L_h, hidden states (paper value unknown; our scale reading)
         layers: tuple[int, ...] = hparam((), range="[1, )")  # 1-based encoder layers for L_a and L_h; () = all
@@ -158,10 +160,9 @@ class MBTSAD(Defense):
         if p.data_share < 1.0:
             clean = ctx.rng("data_share").sample(clean, max(1, math.ceil(p.data_share * len(clean))))
 
-        # -- 1. token splitting (none at all for the no-splitting ablation)
+        # -- 1. token splitting (split_rate 0: unsplit duplicates, the control for the splitting itself)
         spans = word_spans if p.unit == "word" else wordpiece_spans(ctx.tokenizer)
-        augmented = (token_split(clean, ctx.rng("token_split"), copies=p.copies, rate=p.split_rate, spans=spans)
-                     if p.split_rate > 0 else [])
+        augmented = token_split(clean, ctx.rng("token_split"), copies=p.copies, rate=p.split_rate, spans=spans)
 
         # -- 2. retrain a copy of M_b on clean ∪ augmentations -> teacher M_p, then freeze it
         teacher = copy.deepcopy(model)

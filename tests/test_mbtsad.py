@@ -194,7 +194,8 @@ def test_purify_teacher_frozen_student_updated(tiny_model, ctx):
 
 
 @pytest.mark.parametrize("params, expect", [
-    ({"split_rate": 0.0}, {"augmented_size": 0, "distill_size": 60}),
+    ({"split_rate": 0.0}, {"augmented_size": 180, "distill_size": 60}),  # unsplit copies: same steps
+    ({"copies": 0}, {"augmented_size": 0, "distill_size": 60}),
     ({"copies": 1, "distill_data": "augmented"}, {"augmented_size": 60, "distill_size": 120}),
     ({"data_share": 0.5}, {"clean_size": 30, "augmented_size": 90}),
     ({"alpha": 0.0, "beta": 0.0}, {}),
@@ -207,6 +208,11 @@ def test_ablation_switches(tiny_model, ctx, params, expect):
     last = out.info["loss_last"]
     assert (last["attention"] == 0) == (params.get("alpha", 1) == 0)
     assert (last["hidden"] == 0) == (params.get("beta", 1) == 0)
+
+
+def test_split_rate_zero_copies_the_texts_unchanged():
+    data = [Example("a beautiful film", 1), Example("dull", 0)]
+    assert token_split(data, random.Random(0), copies=3, rate=0.0) == [d for d in data for _ in range(3)]
 
 
 def test_purify_is_deterministic(tiny_model, ctx):
