@@ -60,8 +60,8 @@ class FineMixing(Defense):
         e_pur: bool = False  # reset the top-scored word embeddings to pre-trained (report both ways)
         e_pur_top: int = hparam(200, range="[0, )")  # N tokens reset (our reading: "hundreds")
         e_pur_normaliser: Literal["log", "sqrt", "none"] = "log"  # g(f): log(2+f), sqrt(1+f), 1
-        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

@@ -27,8 +27,8 @@ class FineTune(Defense):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
 
     def purify(self, model, ctx: DefenseContext):
         ctx.finetune(model, ctx.clean_data, lr=self.params.lr, epochs=self.params.epochs)

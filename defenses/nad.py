@@ -63,9 +63,9 @@ class NAD(Defense):
         variant: Literal["activation", "attention_map"] = "activation"  # methods.md B3 variant A (default) or B
         layers: tuple[int, ...] = hparam((), range="[1, )")  # 1-based encoder layers Λ; empty = all (methods.md B3 default)
         p: float = hparam(2.0, range="(0, )")  # exponent of the activation attention (NAD reference code: p = 2)
-        teacher_lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5), teacher = FT baseline
-        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3); methods.md says 3–5
-        lr: float | None = hparam(None, range="(0, )")  # student lr; None: the shared recipe's (2e-5)
+        teacher_lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training), teacher = FT baseline
+        teacher_epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs; methods.md says 3–5
+        lr: float | None = hparam(None, range="(0, )")  # student lr; None: the shared defense recipe's
         epochs: int | None = hparam(None, range="[1, )")  # student epochs; None: the shared recipe's (3)
 
     def purify(self, model, ctx: DefenseContext):

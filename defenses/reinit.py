@@ -47,8 +47,8 @@ class Reinit(Defense):
         mode: Literal["head", "top_k", "all"] = "top_k"  # methods.md B5 Re-init-head / -top-k / -all
         k: int = hparam(3, range="[1, )")  # top_k: encoder layers reset (methods.md B5: 1, 3 or 6)
         to: Literal["pretrained", "random"] = "pretrained"  # top_k: θ_Pre, or N(0, 0.02) (Zhang et al. 2021)
-        lr: float | None = hparam(None, range="(0, )")  # None: the shared recipe's lr (2e-5)
-        epochs: int | None = hparam(None, range="[1, )")  # None: the shared recipe's epochs (3)
+        lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
+        epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params
