@@ -133,5 +133,12 @@ def real_data() -> Path:
     return found
 
 
+@pytest.fixture(scope="session")
+def integration_store(tmp_path_factory) -> str:
+    """One artifact store for every integration test of the session: the files that use
+    ``helpers.INTEGRATION_BUDGET`` build each real-MiniLM scenario once and share it."""
+    return str(tmp_path_factory.mktemp("integration-store"))
+
+
 def examples(pairs) -> tuple[Example, ...]:
     return tuple(Example(t, y) for t, y in pairs)

@@ -2,34 +2,31 @@
 the backdoor works (ASR >= 0.9) and costs little clean accuracy (within 3 points of the
 scenario's clean reference model).
 
-One scenario per attack, sharing one clean model through a temporary artifact store: 1000
-training and 400 test samples at 64 word-pieces, so that the file runs in about 4 minutes on 2
-free CPU cores. With half the suites' training data the victim gets one epoch more than their
-recipe (4 epochs at lr 1e-4): on so few samples BadNets' four rare words need the extra passes
-before the flipped labels stop costing clean accuracy. EP's row update gets the 33 steps the
-reference makes on full SST-2 instead of its default 120 (enough on SST-2, dev split).
+One scenario per attack on ``helpers.INTEGRATION_BUDGET``, sharing one clean model through the
+session's integration store (the baselines' and MBTSAD's files reuse the BadNets scenario). EP's
+row update gets the 33 steps the reference makes on full SST-2 instead of its default 120 (enough
+on SST-2, dev split).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmark.config import Budget, PluginSpec
+from benchmark.config import PluginSpec
 from benchmark.runner import CellSpec, HarnessConfig, run_cells
-from benchmark.training import TrainConfig
 from benchmark.victims import DEFAULT_VICTIM
+
+from helpers import INTEGRATION_BUDGET as BUDGET
 
 pytestmark = pytest.mark.integration
 
 ATTACKS = ("badnets", "addsent", "lwp", "ep")
-BUDGET = Budget(train_limit=1000, test_limit=400, max_length=64,
-                victim_training=TrainConfig(epochs=4, lr=1e-4, batch_size=32, warmup_ratio=0.1))
 
 
 @pytest.fixture(scope="module")
-def records(real_data, tmp_path_factory) -> dict[str, dict]:
+def records(real_data, integration_store, tmp_path_factory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("attacks-integration")
-    config = HarnessConfig(store_dir=str(folder / "store"), data_dir=str(real_data),
+    config = HarnessConfig(store_dir=integration_store, data_dir=str(real_data),
                            overrides=(("ep", (("min_steps", "33"),)),))
     cells = [CellSpec("sst2-openbackdoor", DEFAULT_VICTIM, PluginSpec(name, name), PluginSpec("none", "none"), 0,
                       BUDGET) for name in ATTACKS]
