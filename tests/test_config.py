@@ -55,3 +55,16 @@ def test_narrowing_by_label_keeps_the_suites_configuration():
     assert {dict(c.attack.overrides).get("num_triggers") for c in cells} == {3}
     assert {(c.defense.label, c.defense.name, c.defense.overrides) for c in cells} == {
         ("fine_mixing+e_pur", "fine_mixing", (("e_pur", True),)), ("nad", "nad", ())}
+
+
+def test_paper_suite_is_the_literatures_setting():
+    """The published suite trains victims as OpenBackdoor and the MBTSAD paper do (lr 2e-5, batch
+    32) on the full SST-2 training set and at least 4000 IMDb reviews, and no defense recipe's lr
+    is more than a factor of two from the victim's (results/README.md)."""
+    suite = suite_from_toml("paper", read_registry_toml())
+    sst2, imdb = suite.plan("sst2-openbackdoor").budget, suite.plan("imdb").budget
+    assert sst2.train_limit is None and imdb.train_limit >= 4000
+    for budget in (sst2, imdb):
+        victim, defense = budget.victim_training, budget.defense_training
+        assert (victim.lr, victim.batch_size) == (2e-5, 32)
+        assert max(victim.lr, defense.lr) / min(victim.lr, defense.lr) <= 2
