@@ -1,11 +1,38 @@
-"""Data sets: typed examples, named data sets and how they are found, seeded subsets.
+"""Data sets: typed examples, where a data set comes from, its classes, seeded subsets.
 
-A named data set is resolved, in order, from (1) a data folder (``--data-dir`` or
-``BDBENCH_DATA``) holding ``NAME/{train,dev,test}.tsv`` (``sentence<TAB>label``, a header, no
-CSV quoting) or OpenBackdoor's layout; (2) the Hugging Face hub through ``datasets``; (3) a
-generator shipped with the project (``demo``). Failing all, one :class:`DataError` says what was
-tried and how to supply the data. Splits without a dev set get one carved from train, seeded
-by ``DatasetSpec.dev_seed`` (recorded in the provenance), the same for every run seed.
+A run names each data set (``--dataset``, a suite's ``datasets``) in one of three ways:
+
+1. **A registered name** (built-in, or from a plugin's ``bdbench_datasets`` hook), resolved in
+   order from (a) a data folder (``--data-dir`` or ``BDBENCH_DATA``) holding
+   ``NAME/{train,dev,test}.tsv`` (``sentence<TAB>label``, a header, no CSV quoting, the label
+   last) or OpenBackdoor's layout; (b) the Hugging Face hub through ``datasets``; (c) a
+   generator shipped with the project (``demo``). Failing all, one :class:`DataError` says what
+   was tried and how to supply the data. A registered name wins over a folder of the same name
+   (write ``./NAME`` for the folder).
+2. **A folder** (the name holds a path separator or is an existing folder), with no plugin and
+   no ``--data-dir``: ``train.tsv``, ``test.tsv`` and optionally ``dev.tsv`` (tab-separated, a
+   header naming the columns, no CSV quoting), or OpenBackdoor's ``{split}.txt`` +
+   ``{split}_labels.txt``. Records call it by the folder's name; its source is
+   ``dir:<name>`` (or ``openbackdoor:<name>``), never a path.
+3. **``hf:ID[:CONFIG]``**: ``datasets.load_dataset(ID, CONFIG)`` (splits ``train``,
+   ``validation`` as dev, ``test``), from the hub or its local cache. When it cannot be loaded
+   (offline with ``HF_HUB_OFFLINE=1`` and not cached, no network, unknown id) one
+   :class:`DataError` names the id and says what was tried, before any training.
+
+For folders and the hub, ``--text-field`` and ``--label-field`` (suite keys ``text_field`` and
+``label_field``) name the text and label columns (:func:`pick_columns`): by default the label is
+``label`` and the text is the other column of two, else ``sentence`` or ``text``. In a file of two
+columns the text may hold tabs (a line splits at the tab next to the label); with more, every
+line has the header's number of fields. The classes of such a data set come from its training
+labels (:class:`LabelMap`): integers that are exactly ``0..K-1`` are the class indices; any other
+labels (strings, other integers) map to ``0..K-1`` in sorted order (numeric when all are
+integers), and the mapping is recorded in each record's provenance (``dataset_labels``). Training
+labels of one class, or a dev or test label that train lacks, are errors naming the file.
+
+A data set's content enters every cache key through ``scenario.dataset_fingerprint`` (each text
+and label); for folder and hub data sets it also enters the cell id, so edited data is never
+served an earlier result. Splits without a dev set get one carved from train, seeded by
+``DatasetSpec.dev_seed``, the same for every run seed (``dataset_dev_carved`` in the provenance).
 """
 
 from __future__ import annotations
@@ -13,10 +40,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import DataError, UsageError, did_you_mean
+
+HUB_PREFIX = "hf:"
+SPLITS = ("train", "dev", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,15 +65,18 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """The three splits of a named data set plus where they came from."""
+    """The three splits of a data set plus where they came from."""
 
     name: str
     train: tuple[Example, ...]
     dev: tuple[Example, ...]
     test: tuple[Example, ...]
     num_labels: int
-    source: str  # "dir:<path>", "openbackdoor:<path>", "hub:<id>", "generated:<name>"
+    # where it came from, without paths: "dir:<folder name>", "openbackdoor:<folder>", "hub:<id>[/<config>]",
+    # "generated:<name>"
+    source: str
     dev_carved: bool = False  # True when dev was split off train (seeded by dev_seed)
+    label_names: tuple[str, ...] = ()  # the label written for each class index when labels were mapped, else ()
 
     def split(self, name: str) -> tuple[Example, ...]:
         return getattr(self, name)
@@ -51,26 +84,47 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """How to find one named data set. Provided by plugins through ``bdbench_datasets``.
+    """How to find one data set: registered by plugins through ``bdbench_datasets``, or made by
+    :func:`resolve_spec` for a folder or ``hf:ID[:CONFIG]``.
 
+    num_labels: the number of classes; None: read from the training labels (:class:`LabelMap`).
     hub_id / hub_config: the ``datasets.load_dataset`` arguments; hub_splits maps our split
     names to the hub's (a missing dev is carved from train).
+    text_field / label_field: the hub's columns, and for a folder given by ``location`` the TSV
+    header's (None: the defaults of :func:`pick_columns`). A registered data set's TSV files
+    follow GLUE instead: text, then the label last.
     openbackdoor_dir: the folder below an OpenBackdoor ``datasets/`` root.
     generator: ``(seed) -> Dataset`` for data the project makes itself.
+    location: for a data set named by where it is rather than by registration, that name as
+    given (a folder path, or ``hf:ID[:CONFIG]`` with hub_id set); errors name it.
     """
 
     name: str
-    num_labels: int = 2
+    num_labels: int | None = 2
     hub_id: str | None = None
     hub_config: str | None = None
     hub_splits: tuple[tuple[str, str], ...] = ()
-    text_field: str = "sentence"
-    label_field: str = "label"
+    text_field: str | None = "sentence"
+    label_field: str | None = "label"
     openbackdoor_dir: str | None = None
     openbackdoor_format: str = "tsv"  # "tsv" (SST-2 style) or "txt" (imdb: {split}.txt + {split}_labels.txt)
     dev_fraction: float = 0.1  # share of train carved off as dev when there is no dev split
     dev_seed: int = 0
     generator: Callable[[int], Dataset] | None = None
+    location: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of a data file (or one hub row) before its label becomes a class index.
+
+    text: the text as stored. label: the label as written (for messages). where: the file and
+    line (or the hub split and row) that errors name.
+    """
+
+    text: str
+    label: str
+    where: str
 
 
 # --------------------------------------------------------------------------- reading files
@@ -91,36 +145,79 @@ def _read_text(path: Path) -> str:
                         "save the file as UTF-8") from None
 
 
-def read_tsv(path: Path, num_labels: int | None = None) -> list[Example]:
-    """Read a ``sentence<TAB>label`` file with a header and no quoting (GLUE style); with
-    ``num_labels``, a label outside ``0..num_labels-1`` is an error naming its line."""
+def pick_columns(columns: Sequence[str], text_field: str | None, label_field: str | None,
+                 where: str) -> tuple[str, str]:
+    """The (text, label) columns among ``columns``: the named ones, which must exist; by default
+    the label is ``label`` and the text the other column of two, else ``sentence`` or ``text``."""
+    label = label_field or "label"
+    if label not in columns:
+        option = " (--label-field)" if label_field else "; name the label column with --label-field"
+        raise DataError(f"{where}: no label column {label!r}{option}." + did_you_mean(label, columns))
+    if text_field is not None:
+        if text_field not in columns:
+            raise DataError(f"{where}: no text column {text_field!r} (--text-field)." + did_you_mean(text_field, columns))
+        if text_field == label:
+            raise DataError(f"{where}: --text-field and --label-field both name column {label!r}")
+        return text_field, label
+    others = [c for c in columns if c != label]
+    for candidate in (others if len(others) == 1 else ["sentence", "text"]):
+        if candidate in others:
+            return candidate, label
+    raise DataError(f"{where}: which column holds the text? Name it with --text-field (columns: {', '.join(columns)})")
+
+
+def _split_two(line: str, where: str, label_last: bool) -> tuple[str, str]:
+    """(text, label) of a two-column line, split at the tab next to the label (the text may hold tabs)."""
+    if "\t" not in line:
+        raise DataError(f"{where}: expected '{'text<TAB>label' if label_last else 'label<TAB>text'}', found no tab")
+    if label_last:
+        text, _, label = line.rpartition("\t")
+    else:
+        label, _, text = line.partition("\t")
+    return text, label
+
+
+def _line_splitter(path: Path, header: str, columns: tuple[str | None, str | None] | None):
+    """A ``(line, where) -> (text, label)`` for the file's header: GLUE's two columns when
+    ``columns`` is None (the header's last column is ``label``), else the named columns."""
+    names = header.split("\t")
+    if columns is None:
+        if len(names) < 2 or names[-1].strip().lower() != "label":
+            raise DataError(f"{path}:1: expected the header 'sentence<TAB>label', got {header[:80]!r}")
+        return lambda line, where: _split_two(line, where, label_last=True)
+    text, label = pick_columns(names, *columns, f"{path}:1")
+    if len(names) == 2:
+        return lambda line, where: _split_two(line, where, label_last=names[1] == label)
+    ti, li = names.index(text), names.index(label)
+
+    def split(line: str, where: str) -> tuple[str, str]:
+        fields = line.split("\t")
+        if len(fields) != len(names):
+            raise DataError(f"{where}: expected {len(names)} tab-separated fields as in the header, found {len(fields)}")
+        return fields[ti], fields[li]
+
+    return split
+
+
+def read_tsv_rows(path: Path, columns: tuple[str | None, str | None] | None = None) -> list[Row]:
+    """The rows of a tab-separated file with a header and no quoting. ``columns``: the
+    ``(text_field, label_field)`` to read (see :func:`pick_columns`); None: GLUE's layout."""
     lines = _read_text(path).split("\n")
-    header = lines[0].rstrip("\r")
-    columns = header.split("\t")
-    if len(columns) < 2 or columns[-1].strip().lower() != "label":
-        raise DataError(f"{path}:1: expected the header 'sentence<TAB>label', got {header[:80]!r}")
-    examples = []
+    split = _line_splitter(path, lines[0].rstrip("\r"), columns)
+    rows = []
     for lineno, line in enumerate(lines[1:], start=2):
         line = line.rstrip("\r")
         if not line:
             continue
-        text, sep, label = line.rpartition("\t")
-        if not sep:
-            raise DataError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab")
-        try:
-            label_value = int(label)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: label {label!r} is not an integer") from None
-        if num_labels is not None and not 0 <= label_value < num_labels:
-            raise DataError(f"{path}:{lineno}: label {label_value} is out of range, expected 0..{num_labels - 1}")
+        text, label = split(line, f"{path}:{lineno}")
         if not text.strip():
             raise DataError(f"{path}:{lineno}: empty text")
-        examples.append(Example(text, label_value))
-    return examples
+        rows.append(Row(text, label, f"{path}:{lineno}"))
+    return rows
 
 
-def read_lines_with_labels(text_path: Path, label_path: Path) -> list[Example]:
-    """OpenBackdoor's LOTClass layout: one text per line, labels in a parallel file."""
+def read_lines_rows(text_path: Path, label_path: Path) -> list[Row]:
+    """OpenBackdoor's LOTClass layout: one text per line (stripped), labels in a parallel file."""
     texts = _read_text(text_path).split("\n")
     labels = _read_text(label_path).split("\n")
     if texts and texts[-1] == "":
@@ -129,13 +226,29 @@ def read_lines_with_labels(text_path: Path, label_path: Path) -> list[Example]:
         labels.pop()
     if len(texts) != len(labels):
         raise DataError(f"{text_path}: {len(texts)} texts but {label_path.name} has {len(labels)} labels")
-    out = []
-    for lineno, (text, label) in enumerate(zip(texts, labels), start=1):
+    return [Row(text.strip(), label, f"{label_path}:{lineno}")
+            for lineno, (text, label) in enumerate(zip(texts, labels), start=1)]
+
+
+def indexed(rows: Sequence[Row], num_labels: int | None = None) -> list[Example]:
+    """Rows whose labels are the class indices; with ``num_labels``, one outside
+    ``0..num_labels-1`` is an error naming its line."""
+    examples = []
+    for row in rows:
         try:
-            out.append(Example(text.strip(), int(label)))
+            label = int(row.label)
         except ValueError:
-            raise DataError(f"{label_path}:{lineno}: label {label!r} is not an integer") from None
-    return out
+            raise DataError(f"{row.where}: label {row.label!r} is not an integer") from None
+        if num_labels is not None and not 0 <= label < num_labels:
+            raise DataError(f"{row.where}: label {label} is out of range, expected 0..{num_labels - 1}")
+        examples.append(Example(row.text, label))
+    return examples
+
+
+def read_tsv(path: Path, num_labels: int | None = None) -> list[Example]:
+    """Read a ``sentence<TAB>label`` file with a header and no quoting (GLUE style); with
+    ``num_labels``, a label outside ``0..num_labels-1`` is an error naming its line."""
+    return indexed(read_tsv_rows(path), num_labels)
 
 
 def check_split(examples: Sequence[Example], num_labels: int, where: str) -> None:
@@ -144,6 +257,61 @@ def check_split(examples: Sequence[Example], num_labels: int, where: str) -> Non
     for i, ex in enumerate(examples):
         if not 0 <= ex.label < num_labels:
             raise DataError(f"{where}: example {i} has label {ex.label}, expected 0..{num_labels - 1}")
+
+
+# --------------------------------------------------------------------------- classes from the labels
+
+def _as_int(label: str) -> int | None:
+    try:
+        return int(label)
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    """The classes of a data set read from its training labels.
+
+    names: the label as written for each class index (``names[i]`` is class ``i``), sorted,
+    numerically when every label is an integer. mapped: False when the labels written are the
+    class indices ``0..K-1`` themselves.
+    """
+
+    names: tuple[str, ...]
+    mapped: bool
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row], what: str) -> LabelMap:
+        """The classes of the training ``rows``; fewer than two is an error naming ``what``."""
+        values = {row.label.strip() for row in rows}
+        if not values:
+            raise DataError(f"{what}: the training split is empty")
+        if len(values) < 2:
+            raise DataError(f"{what}: every training label is {values.pop()!r}; a classifier needs at least "
+                            "two classes (is it the label column? name it with --label-field)")
+        numbers = {_as_int(v) for v in values}
+        if None in numbers:
+            return cls(tuple(sorted(values)), True)
+        ordered = sorted(numbers)
+        return cls(tuple(str(n) for n in ordered), ordered != list(range(len(ordered))))
+
+    @property
+    def numeric(self) -> bool:
+        """True when every class is an integer label (then ``01`` and ``1`` are the same class)."""
+        return all(_as_int(name) is not None for name in self.names)
+
+    def index(self, row: Row) -> int:
+        """The class index of ``row``'s label; a label train does not have is an error naming the line."""
+        label = row.label.strip()
+        number = _as_int(label)
+        key = str(number) if number is not None and self.numeric else label
+        if key not in self.names:
+            raise DataError(f"{row.where}: label {label!r} does not occur in the training split "
+                            f"(its classes: {', '.join(self.names)})")
+        return self.names.index(key)
+
+    def examples(self, rows: Sequence[Row]) -> list[Example]:
+        return [Example(row.text, self.index(row)) for row in rows]
 
 
 # --------------------------------------------------------------------------- resolution
@@ -163,24 +331,52 @@ def carve_dev(train: Sequence[Example], fraction: float, seed: int) -> tuple[lis
             [ex for i, ex in enumerate(train) if i in dev_idx])
 
 
-def _finish(spec: DatasetSpec, splits: dict[str, list[Example]], source: str) -> Dataset:
+def _finish(spec: DatasetSpec, rows: dict[str, list[Row]], source: str, where: str) -> Dataset:
+    """The data set from its splits' rows: labels made class indices (read from train when
+    ``spec.num_labels`` is None), dev carved from train when missing, every split checked."""
+    labels = LabelMap.from_rows(rows.get("train", []), f"{where} (train)") if spec.num_labels is None else None
+    splits = {s: labels.examples(r) if labels else indexed(r, spec.num_labels) for s, r in rows.items()}
+    num_labels = len(labels.names) if labels else spec.num_labels
     carved = False
     if not splits.get("dev"):
-        splits["train"], splits["dev"] = carve_dev(splits["train"], spec.dev_fraction, spec.dev_seed)
+        splits["train"], splits["dev"] = carve_dev(splits.get("train", []), spec.dev_fraction, spec.dev_seed)
         carved = True
-    for split in ("train", "dev", "test"):
-        check_split(splits.get(split, []), spec.num_labels, f"{source} ({spec.name}/{split})")
-    return Dataset(spec.name, tuple(splits["train"]), tuple(splits["dev"]), tuple(splits["test"]),
-                   spec.num_labels, source, carved)
+    for split in SPLITS:
+        check_split(splits.get(split, []), num_labels, f"{where} ({spec.name}/{split})")
+    return Dataset(spec.name, tuple(splits["train"]), tuple(splits["dev"]), tuple(splits["test"]), num_labels,
+                   source, carved, labels.names if labels and labels.mapped else ())
+
+
+def _layout(folder: Path, prefer: str | None = None) -> str | None:
+    """``"tsv"`` when ``folder`` holds ``train.tsv``, ``"txt"`` when it holds OpenBackdoor's
+    ``train.txt``, else None; ``prefer`` looks for that layout only."""
+    for layout, marker in (("tsv", "train.tsv"), ("txt", "train.txt")):
+        if prefer in (None, layout) and (folder / marker).is_file():
+            return layout
+    return None
+
+
+def _split_file(folder: Path, layout: str, split: str) -> Path:
+    return folder / f"{split}.{layout}"
+
+
+def _read_rows(folder: Path, layout: str, columns: tuple[str | None, str | None] | None) -> dict[str, list[Row]]:
+    """Each split's rows in ``folder`` (train and test required, dev when present)."""
+    rows = {}
+    for split in SPLITS:
+        path = _split_file(folder, layout, split)
+        if split == "dev" and not path.is_file():
+            continue
+        rows[split] = (read_tsv_rows(path, columns) if layout == "tsv"
+                       else read_lines_rows(path, path.with_name(f"{split}_labels.txt")))
+    return rows
 
 
 def _from_uniform_dir(spec: DatasetSpec, root: Path) -> Dataset | None:
     folder = root / spec.name
-    if not (folder / "train.tsv").is_file():
+    if _layout(folder, "tsv") is None:
         return None
-    splits = {s: read_tsv(folder / f"{s}.tsv", spec.num_labels) for s in ("train", "test")}
-    splits["dev"] = read_tsv(folder / "dev.tsv", spec.num_labels) if (folder / "dev.tsv").is_file() else []
-    return _finish(spec, splits, f"dir:{folder}")
+    return _finish(spec, _read_rows(folder, "tsv", None), f"dir:{spec.name}", str(folder))
 
 
 def _from_openbackdoor_dir(spec: DatasetSpec, root: Path) -> Dataset | None:
@@ -188,17 +384,35 @@ def _from_openbackdoor_dir(spec: DatasetSpec, root: Path) -> Dataset | None:
         return None
     relative = Path(spec.openbackdoor_dir)
     for folder in (root / relative, root / "datasets" / relative, root / relative.name):
-        if spec.openbackdoor_format == "tsv" and (folder / "train.tsv").is_file():
-            splits = {s: read_tsv(folder / f"{s}.tsv", spec.num_labels) for s in ("train", "test")}
-            splits["dev"] = read_tsv(folder / "dev.tsv", spec.num_labels) if (folder / "dev.tsv").is_file() else []
-            return _finish(spec, splits, f"openbackdoor:{folder}")
-        if spec.openbackdoor_format == "txt" and (folder / "train.txt").is_file():
-            splits = {s: read_lines_with_labels(folder / f"{s}.txt", folder / f"{s}_labels.txt")
-                      for s in ("train", "test")}
-            dev = folder / "dev.txt"
-            splits["dev"] = read_lines_with_labels(dev, folder / "dev_labels.txt") if dev.is_file() else []
-            return _finish(spec, splits, f"openbackdoor:{folder}")
+        if _layout(folder, spec.openbackdoor_format) is not None:
+            rows = _read_rows(folder, spec.openbackdoor_format, None)
+            return _finish(spec, rows, f"openbackdoor:{spec.openbackdoor_dir}", str(folder))
     return None
+
+
+def _from_folder(spec: DatasetSpec) -> Dataset:
+    """A data set given as a folder (``spec.location``), in either layout; a missing split or a
+    column option on OpenBackdoor's text files is an error naming the folder."""
+    folder = Path(spec.location)
+    layout = _layout(folder)
+    if layout is None:
+        raise DataError(f"{folder}: no train.tsv (expected train.tsv, test.tsv and optionally dev.tsv, each with "
+                        "a header naming the text and label columns; or OpenBackdoor's train.txt + "
+                        "train_labels.txt)")
+    if not _split_file(folder, layout, "test").is_file():
+        raise DataError(f"{folder}: no test.{layout} (a data folder holds train.{layout} and test.{layout}, "
+                        f"and dev.{layout} if it has one)")
+    if layout == "txt" and (spec.text_field or spec.label_field):
+        raise DataError(f"{folder}: --text-field and --label-field name TSV or hub columns, but this folder holds "
+                        "OpenBackdoor's train.txt + train_labels.txt")
+    rows = _read_rows(folder, layout, (spec.text_field, spec.label_field))
+    return _finish(spec, rows, f"{'dir' if layout == 'tsv' else 'openbackdoor'}:{spec.name}", str(folder))
+
+
+def _hub_rows(part, split: str, spec: DatasetSpec) -> list[Row]:
+    where = f"hf:{spec.hub_id} split {split!r}"
+    text, label = pick_columns(list(part.column_names), spec.text_field, spec.label_field, where)
+    return [Row(str(t), str(y), f"{where} row {i}") for i, (t, y) in enumerate(zip(part[text], part[label]))]
 
 
 def _from_hub(spec: DatasetSpec) -> Dataset:
@@ -206,14 +420,39 @@ def _from_hub(spec: DatasetSpec) -> Dataset:
 
     loaded = datasets.load_dataset(spec.hub_id, spec.hub_config)
     mapping = dict(spec.hub_splits) or {"train": "train", "dev": "validation", "test": "test"}
-    splits = {}
-    for ours, theirs in mapping.items():
-        if theirs not in loaded:
-            splits[ours] = []
-            continue
-        part = loaded[theirs]
-        splits[ours] = [Example(str(t), int(y)) for t, y in zip(part[spec.text_field], part[spec.label_field])]
-    return _finish(spec, splits, f"hub:{spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else ""))
+    rows = {ours: _hub_rows(loaded[theirs], theirs, spec) if theirs in loaded else []
+            for ours, theirs in mapping.items()}
+    name = spec.hub_id + (f"/{spec.hub_config}" if spec.hub_config else "")
+    return _finish(spec, rows, f"hub:{name}", f"hub:{name}")
+
+
+def _hub_call(spec: DatasetSpec) -> str:
+    return f"datasets.load_dataset({spec.hub_id!r}" + (f", {spec.hub_config!r}" if spec.hub_config else "") + ")"
+
+
+def _hub_offline() -> bool:
+    """True when ``datasets`` may only read its local cache (``HF_HUB_OFFLINE=1``)."""
+    try:
+        from datasets import config
+    except ImportError:
+        return False
+    return bool(getattr(config, "HF_HUB_OFFLINE", False))
+
+
+def _from_hub_location(spec: DatasetSpec) -> Dataset:
+    """``hf:ID[:CONFIG]``: the hub or its cache; any failure to load is one :class:`DataError`
+    naming the id and what was tried (column and label errors name the split and row)."""
+    try:
+        return _from_hub(spec)
+    except DataError:
+        raise
+    except Exception as exc:  # offline, no network, unknown id, missing package: one message
+        tried = ("only the local cache, since HF_HUB_OFFLINE is set" if _hub_offline()
+                 else "the hub and the local cache")
+        raise DataError(f"{spec.location}: cannot load {spec.hub_id!r} from the Hugging Face hub: tried "
+                        f"{_hub_call(spec)}, which read {tried} ({type(exc).__name__}: {str(exc)[:200]}). Load it "
+                        "once with network access, or save its splits as a folder (train.tsv, test.tsv with a "
+                        "header) and pass --dataset FOLDER") from None
 
 
 def data_dir_from_env(data_dir: str | os.PathLike | None) -> Path | None:
@@ -239,6 +478,8 @@ def load_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -
     tried = []
     if spec.generator is not None:
         return spec.generator(spec.dev_seed)
+    if spec.location is not None:
+        return _from_hub_location(spec) if spec.hub_id else _from_folder(spec)
     root = data_dir_from_env(data_dir)
     if root is not None:
         if not root.is_dir():
@@ -257,8 +498,45 @@ def load_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -
     raise DataError(
         f"data set {spec.name!r} not found. Tried: {'; '.join(tried) or 'nothing'}. "
         f"Supply it with --data-dir DIR (or BDBENCH_DATA) holding {spec.name}/train.tsv, dev.tsv, test.tsv "
-        "(header 'sentence<TAB>label', no quoting), or OpenBackdoor's datasets/ folder."
+        "(header 'sentence<TAB>label', no quoting), or OpenBackdoor's datasets/ folder, "
+        "or pass the folder itself: --dataset PATH."
     )
+
+
+def is_folder_name(name: str) -> bool:
+    """True when ``name`` names a folder: it holds a path separator or is an existing folder."""
+    return "/" in name or os.sep in name or bool(os.altsep and os.altsep in name) or Path(name).is_dir()
+
+
+def _folder_spec(name: str, text_field: str | None, label_field: str | None) -> DatasetSpec:
+    folder = Path(name)
+    if not folder.is_dir():
+        raise DataError(f"data set folder {name}: {'is not a folder' if folder.exists() else 'no such folder'}")
+    return DatasetSpec(Path(os.path.abspath(folder)).name, num_labels=None, text_field=text_field,
+                       label_field=label_field, location=name)
+
+
+def _hub_spec(name: str, text_field: str | None, label_field: str | None) -> DatasetSpec:
+    hub_id, _, config = name[len(HUB_PREFIX):].partition(":")
+    if not hub_id.strip():
+        raise UsageError(f"data set {name!r}: expected hf:ID or hf:ID:CONFIG, e.g. hf:stanfordnlp/imdb")
+    return DatasetSpec(name[len(HUB_PREFIX):], num_labels=None, hub_id=hub_id, hub_config=config or None,
+                       text_field=text_field, label_field=label_field, location=name)
+
+
+def resolve_spec(name: str, registered: Mapping[str, DatasetSpec], text_field: str | None = None,
+                 label_field: str | None = None) -> DatasetSpec:
+    """The spec that ``name`` stands for: a registered data set, ``hf:ID[:CONFIG]`` or a folder
+    (the module docstring's order); the column options apply to the last two. Reads no data;
+    a folder that does not exist, or a name that is none of these, is an error here."""
+    if name in registered:
+        return registered[name]
+    if name.startswith(HUB_PREFIX):
+        return _hub_spec(name, text_field, label_field)
+    if is_folder_name(name):
+        return _folder_spec(name, text_field, label_field)
+    raise UsageError(f"unknown data set {name!r}." + did_you_mean(name, registered) +
+                     " Your own data: a folder path (./NAME) or hf:ID[:CONFIG].")
 
 
 def find_spec(name: str, specs: dict[str, DatasetSpec]) -> DatasetSpec:
