@@ -26,7 +26,12 @@ class Parser(argparse.ArgumentParser):
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="quick", help="a suite of registry.toml (default: quick)")
-    p.add_argument("--dataset", nargs="+", help="override the suite's data sets")
+    p.add_argument("--dataset", nargs="+",
+                   help="override the suite's data sets: registered names, folders (train.tsv, test.tsv, "
+                        "optional dev.tsv) or hf:ID[:CONFIG]")
+    p.add_argument("--text-field", help="the text column of folder and hub data sets (default: the column "
+                                        "beside the label, else sentence or text)")
+    p.add_argument("--label-field", help="the label column of folder and hub data sets (default: label)")
     p.add_argument("--victim", nargs="+", help="victim names, folders or hub ids")
     p.add_argument("--attack", nargs="+", help="run only these attacks: a label the suite configures keeps its settings, any other name is the plugin's defaults")
     p.add_argument("--defense", nargs="+", help="run only these defenses (labels of the suite, or plugin names)")
@@ -112,15 +117,19 @@ def _plugin_options(options: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(plugins)
 
 
-def _harness_config(args, out: Path):
-    from .config import parse_set_options
+def _harness_config(args, out: Path, suite):
+    """The harness configuration: command line first, then the suite's column names."""
+    from .config import check_column, parse_set_options
     from .runner import HarnessConfig
 
     sets = parse_set_options(args.sets)
     store = Path(args.store) if args.store else out.parent / "store"
+    columns = {key: check_column(value, option) if value is not None else getattr(suite, key)
+               for key, value, option in (("text_field", args.text_field, "--text-field"),
+                                          ("label_field", args.label_field, "--label-field"))}
     return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
                          precision=args.precision, allow_pickle=args.allow_pickle, isolation=args.isolation,
-                         plugins=_plugin_options(args.plugins),
+                         plugins=_plugin_options(args.plugins), **columns,
                          overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
 
 
@@ -176,7 +185,7 @@ def cmd_run(args) -> int:
 
     out = Path(args.out)
     suite = _suite_from_args(args)
-    config = _harness_config(args, out)
+    config = _harness_config(args, out, suite)
     cells = expand(suite)
     _preflight(args, cells, config, out)
     executor = _executor_from_args(args, suite)
@@ -196,7 +205,7 @@ def cmd_validate(args) -> int:
 
     suite = _suite_from_args(args)
     cells = expand(suite)
-    config = _harness_config(args, Path(args.out))
+    config = _harness_config(args, Path(args.out), suite)
     _preflight(args, cells, config, Path(args.out))
     _executor_from_args(args, suite)
     check_config(cells, config)

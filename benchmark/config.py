@@ -8,6 +8,10 @@ plugin's dataclass default, the suite's ``[suites.NAME.set]`` table, the data se
 ``[suites.NAME.per_dataset.DATASET.set]`` table, the entry's own ``set``, then
 ``--set plugin.param=value`` on the command line.
 
+``datasets`` may also name a folder or ``hf:ID[:CONFIG]`` (:mod:`benchmark.data`), whose columns
+the suite's ``text_field`` and ``label_field`` keys name (``--text-field``/``--label-field`` replace
+them).
+
 ``[suites.NAME.per_dataset.DATASET]`` also takes budget keys (``train_limit``, ``max_length``,
 ``[victim_training]``, ...) that replace the suite's for that data set only: long IMDb reviews
 need a smaller training subset than SST-2 sentences for the same compute. Command-line budget
@@ -89,6 +93,8 @@ class Suite:
     executor: str = "local"  # where cells run (benchmark.executors); --executor overrides
     workers: int = 0  # 0: the executor's default
     threads: int = 0  # torch threads per worker; 0: cores / workers
+    text_field: str | None = None  # the text column of folder and hub data sets; --text-field overrides
+    label_field: str | None = None  # their label column; --label-field overrides
 
     def plan(self, dataset: str) -> DatasetPlan:
         return dict(self.per_dataset).get(dataset, DatasetPlan(self.budget, self.attacks, self.defenses))
@@ -167,6 +173,13 @@ def budget_from(raw: Mapping[str, Any], base: Budget = Budget(), where: str = "b
     return dataclasses.replace(base, **changes)
 
 
+def check_column(value: Any, where: str) -> str | None:
+    """A column name (``--text-field``, ``text_field``): None, or a non-empty string."""
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise UsageError(f"{where}: expected a column name, got {value!r}")
+    return value
+
+
 def check_seeds(seeds: Sequence[Any], where: str) -> tuple[int, ...]:
     """Seeds as a non-empty tuple of integers in [0, 2**32 - 1] (what every RNG accepts)."""
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
@@ -198,7 +211,8 @@ def _plugin_specs(raw: Sequence[Any], common: Mapping[str, Mapping[str, Any]], w
 
 
 SUITE_KEYS = {"description", "datasets", "victims", "attacks", "defenses", "seeds", "set", "per_dataset",
-              "victim_training", "defense_training", "executor", "workers", "threads", *BUDGET_FIELDS}
+              "victim_training", "defense_training", "executor", "workers", "threads", "text_field", "label_field",
+              *BUDGET_FIELDS}
 PER_DATASET_KEYS = {"set", "victim_training", "defense_training", *BUDGET_FIELDS}
 
 
@@ -247,6 +261,8 @@ def suite_from_toml(name: str, table: Mapping[str, Any]) -> Suite:
         executor=str(raw.get("executor", "local")),
         workers=coerce(raw.get("workers", 0), int, f"{where}.workers"),
         threads=coerce(raw.get("threads", 0), int, f"{where}.threads"),
+        text_field=check_column(raw.get("text_field"), f"{where}.text_field"),
+        label_field=check_column(raw.get("label_field"), f"{where}.label_field"),
     )
 
 

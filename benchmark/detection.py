@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 from collections.abc import Sequence
 
@@ -273,10 +272,9 @@ def _call(harness, cell, defense, scenario, assets, pretrained, texts):
         max_length=cell.budget.max_length, seed=cell.seed,
         train_config=dataclasses.asdict(cell.budget.defense_training), device=str(harness.runtime.device),
         precision=harness.runtime.precision, threads=torch.get_num_threads(), kind=defense_kind(defense))
-    hidden = [harness.config.store_dir, harness.config.data_dir or "", os.environ.get("BDBENCH_DATA", "")]
     with isolation.private_folder() as folder:
         isolation.write_inputs(folder, job, scenario.backdoored, scenario.tokenizer, assets, pretrained, texts)
-        isolation.run_isolated(folder, harness.config.isolation, harness._defense_server, hidden)
+        isolation.run_isolated(folder, harness.config.isolation, harness._defense_server, harness.hidden_paths())
         result = isolation.read_result(folder, defense.name)
     return result.output, result.info, result.cost
 

@@ -26,6 +26,8 @@ def list_text() -> str:
     for name, spec in sorted(registry.datasets.items()):
         where = "generated" if spec.generator else f"--data-dir {name}/ or hub {spec.hub_id}"
         lines.append(f"  {name}  ({where})")
+    lines.append("  your own data, no plugin needed: --dataset PATH (a folder of train.tsv, test.tsv, optional dev.tsv) "
+                 "or --dataset hf:ID[:CONFIG]")
     lines.append("suites:")
     for name, suite in read_registry_toml().get("suites", {}).items():
         lines.append(f"  {name}: {suite.get('description', '')}")

@@ -32,8 +32,8 @@ import torch
 
 from . import detection, isolation, measure
 from .config import Budget, PluginSpec, Suite, stable_hash
-from .data import Dataset, clean_subset, load_dataset
-from .errors import BdbenchError, UsageError
+from .data import Dataset, clean_subset, load_dataset, resolve_spec
+from .errors import BdbenchError, DataError, UsageError
 from .executors import LocalExecutor
 from .fingerprint import DigestCache, folder_fingerprint
 from .metrics import der
@@ -51,6 +51,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
+class DataIdentity:
+    """One data set of a run as its records name it, read once by the driver (:func:`run_cells`)
+    and handed to every worker in the :class:`HarnessConfig`, with no paths in it.
+
+    reference: the data set as the run names it (a registered name, a folder path or
+    ``hf:ID[:CONFIG]``); not recorded. name: the records' ``dataset`` (the registered name, the
+    folder's name, or ``ID[:CONFIG]``). source, fingerprint (every text and label), dev_carved and
+    label_names (the label written for each class, when labels were mapped): the provenance.
+    by_content: the fingerprint enters the cell id, so edited data is a new cell; True for folder
+    and hub data sets. Registered data sets keep cell ids by name, which ``--resume`` matches
+    against their earlier records.
+    """
+
+    reference: str
+    name: str
+    source: str
+    fingerprint: str
+    dev_carved: bool
+    label_names: tuple[str, ...]
+    by_content: bool
+
+    def provenance(self) -> dict:
+        out = {"dataset_source": self.source, "dataset_fingerprint": self.fingerprint,
+               "dataset_dev_carved": self.dev_carved}
+        if self.label_names:
+            out["dataset_labels"] = {label: index for index, label in enumerate(self.label_names)}
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class HarnessConfig:
     """Everything outside a cell that its result depends on (picklable, for remote workers)."""
 
@@ -62,9 +92,16 @@ class HarnessConfig:
     overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin
     isolation: str = "process"  # where a defense runs: process, sandbox or none (benchmark.isolation)
     plugins: tuple[tuple[str, str], ...] = ()  # extra (kind, "module:Class") plugins, loaded by every worker
+    text_field: str | None = None  # --text-field: the text column of folder and hub data sets
+    label_field: str | None = None  # --label-field: their label column
+    data: tuple[DataIdentity, ...] = ()  # the run's data sets as records name them; set by run_cells
 
     def overrides_for(self, plugin: str) -> dict[str, str]:
         return dict(dict(self.overrides).get(plugin, ()))
+
+    def data_identity(self, dataset: str) -> DataIdentity | None:
+        """What records say of the data set the run calls ``dataset`` (None before run_cells read it)."""
+        return next((d for d in self.data if d.reference == dataset), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +167,19 @@ def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: Harnes
         if plugin not in known:
             raise UsageError(f"--set names plugin {plugin!r}, which this run does not use (it uses {sorted(known)})")
     for name in {c.dataset for c in cells}:
-        registry.dataset(name)
+        resolve_spec(name, registry.datasets, config.text_field, config.label_field)
+    check_column_options(cells, registry, config)
+
+
+def check_column_options(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> None:
+    """Refuse ``--text-field``/``--label-field`` in a run whose data sets are all registered
+    (they keep their own columns, so the option would do nothing)."""
+    given = [option for option, value in (("--text-field", config.text_field), ("--label-field", config.label_field))
+             if value is not None]
+    names = sorted({c.dataset for c in cells})
+    if given and names and all(name in registry.datasets for name in names):
+        raise UsageError(f"{' and '.join(given)} name the columns of a folder or hf:ID data set, but this run's "
+                         f"data sets ({', '.join(names)}) are registered ones, which keep their own columns")
 
 
 class Harness:
@@ -144,6 +193,7 @@ class Harness:
         self.store = ArtifactStore(config.store_dir)
         self._digests = DigestCache(Path(config.store_dir) / "file-digests.json")
         self._datasets: dict[str, tuple[Dataset, str]] = {}
+        self._data_folders: set[str] = set()  # folders of the data sets read (hidden from sandboxed defenses)
         self._tokenizers: dict[str, object] = {}
         self._victim_fps: dict[str, str] = {}
         self._pretrained: dict[tuple[str, int], torch.nn.Module] = {}
@@ -163,10 +213,32 @@ class Harness:
 
     # -- memoised inputs
     def dataset(self, name: str) -> tuple[Dataset, str]:
+        """The data set the run calls ``name`` and its fingerprint, read once; a worker whose copy
+        differs from what the driver read (the files changed meanwhile) gets a :class:`DataError`."""
         if name not in self._datasets:
-            dataset = load_dataset(self.registry.dataset(name), self.config.data_dir)
-            self._datasets[name] = (dataset, dataset_fingerprint(dataset))
+            spec = resolve_spec(name, self.registry.datasets, self.config.text_field, self.config.label_field)
+            dataset = load_dataset(spec, self.config.data_dir)
+            fingerprint = dataset_fingerprint(dataset)
+            known = self.config.data_identity(name)
+            if known is not None and known.fingerprint != fingerprint:
+                raise DataError(f"data set {name}: its content changed during the run (fingerprint "
+                                f"{known.fingerprint} when the run started, {fingerprint} now); rerun it")
+            self._datasets[name] = (dataset, fingerprint)
+            if spec.location is not None and spec.hub_id is None:
+                self._data_folders.add(spec.location)
         return self._datasets[name]
+
+    def hidden_paths(self) -> list[str]:
+        """What a sandboxed defense must not see: the store and every data folder."""
+        return [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", ""),
+                *sorted(self._data_folders)]
+
+    def data_identity(self, name: str) -> DataIdentity:
+        """What records will say of the data set the run calls ``name`` (reads it)."""
+        dataset, fingerprint = self.dataset(name)
+        registered = name in self.registry.datasets
+        return DataIdentity(name, name if registered else dataset.name, dataset.source, fingerprint,
+                            dataset.dev_carved, dataset.label_names, by_content=not registered)
 
     def tokenizer(self, victim: str):
         if victim not in self._tokenizers:
@@ -190,7 +262,7 @@ class Harness:
         def load() -> torch.nn.Module:
             if key not in self._pretrained:
                 self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
-                                                        allow_pickle=self.config.allow_pickle)
+                                                        allow_pickle=self.config.allow_pickle, new_head=True)
             model = clone_model(self._pretrained[key])
             generator = torch.Generator().manual_seed(seed)
             for module in model.modules():  # re-draw the task head so that it depends on the seed only
@@ -227,12 +299,17 @@ class Harness:
         return result
 
     def check_inputs(self, cells: Sequence[CellSpec]) -> None:
-        """Read every data set and check every victim (safe weights, config, tokenizer, room for
-        the longest ``max_length``) before any training starts."""
+        """Read every data set (each cell's target label must be one of its classes) and check
+        every victim (safe weights, config, tokenizer, room for the longest ``max_length``)
+        before any training starts."""
         from .victims import check_victim
 
         for name in sorted({c.dataset for c in cells}):
-            self.dataset(name)
+            dataset, _ = self.dataset(name)
+            for target in sorted({c.budget.target_label for c in cells if c.dataset == name}):
+                if target >= dataset.num_labels:
+                    raise UsageError(f"target_label {target} is not a class of data set {name!r} "
+                                     f"(its classes are 0..{dataset.num_labels - 1})")
         for victim in sorted({c.victim for c in cells}):
             longest = max(c.budget.max_length for c in cells if c.victim == victim)
             check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
@@ -329,10 +406,9 @@ class Harness:
             max_length=cell.budget.max_length, seed=cell.seed,
             train_config=dataclasses.asdict(cell.budget.defense_training), device=str(self.runtime.device),
             precision=self.runtime.precision, threads=torch.get_num_threads())
-        hidden = [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", "")]
         with isolation.private_folder() as folder:
             isolation.write_inputs(folder, job, scenario.backdoored, scenario.tokenizer, assets, pretrained)
-            isolation.run_isolated(folder, self.config.isolation, self._defense_server, hidden)
+            isolation.run_isolated(folder, self.config.isolation, self._defense_server, self.hidden_paths())
             result = isolation.read_result(folder, defense.name)
         return result.model, result.aux_models, result.info, result.cost
 
@@ -351,20 +427,25 @@ class Harness:
 
 
 def cell_identity(cell: CellSpec, config: HarnessConfig, runtime: Runtime) -> dict:
-    """The record's identity fields, ``cell_id`` (a hash of all that determines the cell) and provenance."""
+    """The record's identity fields, ``cell_id`` (a hash of all that determines the cell) and
+    provenance; with ``config.data`` set (:func:`run_cells`), the data set as records name it."""
+    data = config.data_identity(cell.dataset)
     identity = {
-        "dataset": cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
+        "dataset": data.name if data else cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
         "attack_label": cell.attack.label, "defense": cell.defense.name, "defense_label": cell.defense.label,
         "seed": cell.seed, "budget": cell.budget.as_dict(),
         "attack_overrides": {**dict(cell.attack.overrides), **config.overrides_for(cell.attack.name)},
         "defense_overrides": {**dict(cell.defense.overrides), **config.overrides_for(cell.defense.name)},
         "precision": runtime.precision, "device_type": runtime.device.type,
     }
+    if data is not None and data.by_content:
+        identity["dataset_content"] = data.fingerprint
     config_hash = stable_hash(identity)
+    record_provenance = provenance(config_hash, runtime.precision, runtime.device.type)
+    record_provenance.update(data.provenance() if data else {})
     return {**{k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
                                          "defense_label", "seed", "budget")},
-            "cell_id": config_hash,
-            "provenance": provenance(config_hash, runtime.precision, runtime.device.type)}
+            "cell_id": config_hash, "provenance": record_provenance}
 
 
 def failed_record(cell: CellSpec, config: HarnessConfig, error: str) -> dict:
@@ -432,6 +513,8 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     check_writable(out_dir)
     checker = Harness(config, registry)
     checker.check_inputs(cells)
+    config = dataclasses.replace(config, data=tuple(checker.data_identity(name)
+                                                    for name in sorted({c.dataset for c in cells})))
     runtime = checker.runtime
     del checker  # workers build their own harness; the driver keeps none
     start = records_end(out_dir)

@@ -168,8 +168,10 @@ def check_victim(name: str, *, allow_pickle: bool = False, max_length: int | Non
 
 
 def load_classifier(location: str | os.PathLike, num_labels: int, *, allow_pickle: bool = False,
-                    dtype: torch.dtype = torch.float32):
-    """Load a sequence classifier (fp32 by default) from a folder or hub id."""
+                    dtype: torch.dtype = torch.float32, new_head: bool = False):
+    """Load a sequence classifier (fp32 by default) from a folder or hub id. ``new_head``: the
+    task head may have another number of classes than ``num_labels`` (pre-trained weights whose
+    head is drawn afresh); it is then re-initialised at ``num_labels`` instead of refused."""
     from transformers import AutoModelForSequenceClassification
 
     folder = Path(location)
@@ -178,7 +180,7 @@ def load_classifier(location: str | os.PathLike, num_labels: int, *, allow_pickl
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(location), num_labels=num_labels, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False, dtype=dtype,
+                trust_remote_code=False, dtype=dtype, ignore_mismatched_sizes=new_head,
             )
     except BdbenchError:
         raise

@@ -57,6 +57,14 @@ class Where:
             path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
         return root
 
+    def folder(self, **files: str) -> Path:
+        """A data folder ``mine`` holding ``files`` (``train_tsv="..."`` is ``train.tsv``)."""
+        folder = self.tmp / "mine"
+        folder.mkdir(exist_ok=True)
+        for name, content in files.items():
+            (folder / name.replace("_", ".")).write_text(content, encoding="utf-8")
+        return folder
+
     def suite(self, table: str) -> None:
         """Make ``registry.toml`` the real one plus ``[suites.bad]`` = ``table``."""
         path = self.tmp / "registry.toml"
@@ -95,6 +103,34 @@ def with_victim(change: Callable[[Where], Path | str], *extra: str) -> Callable[
 def with_data(**splits: str | bytes) -> Callable[[Where], list[str]]:
     def make(w: Where) -> list[str]:
         return [*run_args()(w), "--dataset", "sst2-openbackdoor", "--data-dir", str(w.data(**splits))]
+    return make
+
+
+def with_folder(*extra: str, **files: str) -> Callable[[Where], list[str]]:
+    """``--dataset`` names the folder ``mine`` made of ``files`` (see :meth:`Where.folder`)."""
+    def make(w: Where) -> list[str]:
+        return [*run_args()(w), "--dataset", str(w.folder(**files)), *extra]
+    return make
+
+
+def offline_hub(w: Where) -> list[str]:
+    """``--dataset hf:...`` with the hub switched off (the variable for a subprocess; the
+    libraries read it at import, so the in-process run sets their flags too)."""
+    import datasets
+    import huggingface_hub.constants
+
+    w.setenv("HF_HUB_OFFLINE", "1")
+    w.setenv("HF_DATASETS_CACHE", str(w.tmp / "hf-cache"))
+    w.patch(datasets.config, "HF_HUB_OFFLINE", True)
+    w.patch(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return [*run_args()(w), "--dataset", "hf:no-such-owner/no-such-set"]
+
+
+def suite_with_folder(table: str) -> Callable[[Where], list[str]]:
+    """A suite whose ``datasets`` is a good two-class folder, plus ``table``."""
+    def make(w: Where) -> list[str]:
+        folder = w.folder(train_tsv=GOOD_OWN, test_tsv=GOOD_OWN)
+        return with_suite(f"datasets = [{json.dumps(str(folder))}]\n{table}")(w)
     return make
 
 
@@ -188,6 +224,7 @@ def empty_folder(w: Where) -> Path:
 
 
 GOOD_TSV = "sentence\tlabel\na good film\t1\na bad film\t0\n"
+GOOD_OWN = "sentence\tlabel\n" + "".join(f"a good film {i}\tpos\na bad film {i}\tneg\n" for i in range(20))
 
 CASES = [
     # -- budget options
@@ -264,6 +301,34 @@ CASES = [
          ("sst2-openbackdoor/test.tsv:1: expected the header 'sentence<TAB>label'",)),
     Case("tsv-no-tab", with_data(train="sentence\tlabel\nno tab here\n"), ("train.tsv:2: expected 'text<TAB>label'",)),
     Case("tsv-empty-split", with_data(test="sentence\tlabel\n"), ("sst2-openbackdoor/test): the split is empty",)),
+    # -- your own data: --dataset PATH or hf:ID, --text-field, --label-field
+    Case("own-folder-missing", run_args("--dataset", "./no-such-data-folder"),
+         ("data set folder ./no-such-data-folder: no such folder",)),
+    Case("own-folder-is-a-file", lambda w: [*run_args()(w), "--dataset", str(a_file(w))], ("a-file.txt: is not a folder",)),
+    Case("own-no-train", with_folder(test_tsv=GOOD_OWN), ("mine: no train.tsv (expected train.tsv, test.tsv",)),
+    Case("own-no-test", with_folder(train_tsv=GOOD_OWN), ("mine: no test.tsv",)),
+    Case("own-unknown-text-column", with_folder("--text-field", "review", train_tsv=GOOD_OWN, test_tsv=GOOD_OWN),
+         ("mine/train.tsv:1: no text column 'review' (--text-field)", "Known: label, sentence")),
+    Case("own-unknown-label-column", with_folder("--label-field", "stars", train_tsv=GOOD_OWN, test_tsv=GOOD_OWN),
+         ("mine/train.tsv:1: no label column 'stars' (--label-field)",)),
+    Case("own-one-class", with_folder(train_tsv="sentence\tlabel\na\tpos\nb\tpos\n", test_tsv=GOOD_OWN),
+         ("mine (train): every training label is 'pos'; a classifier needs at least two classes",)),
+    Case("own-test-label-unseen", with_folder(train_tsv=GOOD_OWN, test_tsv=GOOD_OWN + "so-so\tmeh\n"),
+         ("mine/test.tsv:42: label 'meh' does not occur in the training split (its classes: neg, pos)",)),
+    Case("own-fields-wrong-count", with_folder("--text-field", "review",
+                                               train_tsv="id\treview\tlabel\n1\tgood\n", test_tsv=GOOD_OWN),
+         ("mine/train.tsv:2: expected 3 tab-separated fields as in the header, found 2",)),
+    Case("own-field-on-registered-data", run_args("--text-field", "review"),
+         ("--text-field name the columns of a folder or hf:ID data set", "(demo) are registered ones")),
+    Case("own-field-empty", run_args("--label-field", " "), ("--label-field: expected a column name, got ' '",)),
+    Case("own-hub-offline", offline_hub,
+         ("hf:no-such-owner/no-such-set: cannot load 'no-such-owner/no-such-set' from the Hugging Face hub",
+          "datasets.load_dataset('no-such-owner/no-such-set')", "only the local cache, since HF_HUB_OFFLINE is set")),
+    Case("own-hub-malformed", run_args("--dataset", "hf:"), ("data set 'hf:': expected hf:ID or hf:ID:CONFIG",)),
+    Case("own-target-not-a-class", suite_with_folder("target_label = 2"),
+         ("target_label 2 is not a class of data set", "mine' (its classes are 0..1)")),
+    Case("suite-text-field-not-a-string", with_suite("text_field = 3"),
+         ("[suites.bad].text_field: expected a column name, got 3",)),
     # -- output folder
     Case("out-is-a-file", out_is(a_file), ("--out", "a-file.txt: is a file, not a folder")),
     Case("out-below-a-file", out_is(lambda w: a_file(w) / "sub"), ("--out", "a-file.txt is a file, not a folder")),
@@ -306,6 +371,7 @@ def where(tmp_path, tiny_victim_dir, monkeypatch) -> Where:
     (out / "records.jsonl").write_text(json.dumps(EARLIER, sort_keys=True) + "\n", encoding="utf-8")
     w = Where(tmp_path, tiny_victim_dir, out)
     w.patch = monkeypatch.setattr  # type: ignore[attr-defined]
+    w.setenv = monkeypatch.setenv  # type: ignore[attr-defined]
     return w
 
 
@@ -363,7 +429,7 @@ def test_bad_input_gives_one_clear_error(case, where, capsys, monkeypatch, no_ce
         assert records_bytes(where) == before
 
 
-SUBPROCESS_CASES = ["epochs-zero", "victim-corrupt-weights", "tsv-not-utf8", "out-is-a-file"]
+SUBPROCESS_CASES = ["epochs-zero", "victim-corrupt-weights", "tsv-not-utf8", "out-is-a-file", "own-hub-offline"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
