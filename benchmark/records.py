@@ -22,7 +22,9 @@ Every record carries at least (the contract scripts rely on):
   ``cacc``/``asr`` are the retrained victim's); :mod:`benchmark.detection` defines each;
 * ``requires`` (the defense's declared assets), ``status`` (``ok`` or ``failed``; ``error`` when
   failed), ``defense_info`` (what the defense reported), ``budget``, and ``provenance``
-  (bdbench version, git revision, library versions, config hash, precision).
+  (bdbench version, git revision, library versions, config hash, precision; the data set's
+  ``dataset_source`` such as ``dir:<folder name>``, ``dataset_fingerprint`` of every text and
+  label, ``dataset_dev_carved``, and ``dataset_labels`` when its labels were mapped to indices).
 
 Appends are atomic: the whole line is written under an exclusive ``flock`` and synced to disk.
 If the file does not end in a newline (a line torn by a full disk, a kill, or anything else),
