@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -134,9 +135,19 @@ class _RssSampler(threading.Thread):
         return max(self.peak, current_rss_mb())
 
 
+log = logging.getLogger(__name__)
+
+
+def _interactive() -> bool:
+    """Progress bars are shown (an interactive terminal, BDBENCH_PROGRESS not 0)."""
+    return os.environ.get("BDBENCH_PROGRESS", "1") != "0" and sys.stderr.isatty()
+
+
 @contextlib.contextmanager
 def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
-    """Measure the enclosed block (see the module docstring)."""
+    """Measure the enclosed block (see the module docstring). Where no progress bar is shown (CI,
+    ``nohup``, a pipe), the phase's start and end are logged at INFO, so that a long run is never
+    silent for minutes."""
     device = torch.device(device)
     cost = PhaseCost(name, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     use_cuda = device.type == "cuda"
@@ -149,6 +160,9 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
     if not _HWM.open(id(cost)):
         sampler = _RssSampler()
         sampler.start()
+    quiet = _interactive()
+    if not quiet:
+        log.info("%s: started", name)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     _OPEN.append(cost)
     try:
@@ -163,6 +177,9 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
         cost.wall_s = time.perf_counter() - wall0
         cost.cpu_s = time.process_time() - cpu0
         cost.peak_rss_mb = sampler.stop() if sampler is not None else _HWM.close(id(cost))
+        if not quiet:
+            log.info("%s: done in %.1f s (CPU %.1f s, peak RSS %.0f MB)", name, cost.wall_s, cost.cpu_s,
+                     cost.peak_rss_mb)
 
 
 def count(samples: int, tokens: int, training: bool = True) -> None:
@@ -178,7 +195,7 @@ def count(samples: int, tokens: int, training: bool = True) -> None:
 
 def progress(items: Iterable, desc: str) -> Iterable:
     """A progress bar on interactive terminals (BDBENCH_PROGRESS=0 turns it off)."""
-    if os.environ.get("BDBENCH_PROGRESS", "1") == "0" or not sys.stderr.isatty():
+    if not _interactive():
         return items
     from tqdm.auto import tqdm
 

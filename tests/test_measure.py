@@ -90,3 +90,13 @@ def test_freed_large_tensors_leave_the_resident_set():
         x = torch.ones(size * 2**18)  # size MiB
         del x
     assert measure.current_rss_mb() < before + 40
+
+
+def test_a_phase_logs_its_start_and_end_when_no_progress_bar_is_shown(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="benchmark.measure"):
+        with measure.phase("evaluation"):
+            pass
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "evaluation: started" and messages[1].startswith("evaluation: done in ")
