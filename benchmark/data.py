@@ -539,12 +539,6 @@ def resolve_spec(name: str, registered: Mapping[str, DatasetSpec], text_field: s
                      " Your own data: a folder path (./NAME) or hf:ID[:CONFIG].")
 
 
-def find_spec(name: str, specs: dict[str, DatasetSpec]) -> DatasetSpec:
-    if name not in specs:
-        raise UsageError(f"unknown data set {name!r}." + did_you_mean(name, specs))
-    return specs[name]
-
-
 # --------------------------------------------------------------------------- seeded subsets
 
 def balanced_subset(examples: Sequence[Example], limit: int | None, seed: int) -> tuple[Example, ...]:

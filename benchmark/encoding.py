@@ -40,10 +40,6 @@ class EncodedSet:
     def num_tokens(self) -> int:
         return sum(self.lengths)
 
-    def subset(self, indices: Sequence[int]) -> EncodedSet:
-        return EncodedSet(tuple(self.input_ids[i] for i in indices), tuple(self.labels[i] for i in indices),
-                          self.pad_id)
-
 
 _CACHE: OrderedDict[tuple, EncodedSet] = OrderedDict()
 _CACHE_SIZE = 64
@@ -95,10 +91,10 @@ def batch_order(lengths: Sequence[int], batch_size: int, *, shuffle: bool, group
     return batches
 
 
-def collate(encoded: EncodedSet, indices: Sequence[int], pad_to: int | None = None) -> dict[str, torch.Tensor]:
-    """Pad the chosen examples to their longest (or to ``pad_to``): input_ids, attention_mask, labels."""
+def collate(encoded: EncodedSet, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Pad the chosen examples to their longest: input_ids, attention_mask, labels."""
     rows = [encoded.input_ids[i] for i in indices]
-    width = pad_to or max(len(r) for r in rows)
+    width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), encoded.pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for k, row in enumerate(rows):
@@ -109,8 +105,7 @@ def collate(encoded: EncodedSet, indices: Sequence[int], pad_to: int | None = No
 
 
 def iterate_batches(encoded: EncodedSet, batch_size: int, *, shuffle: bool = False, group_by_length: bool = True,
-                    seed: int = 0, device: torch.device | str = "cpu",
-                    pad_to: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                    seed: int = 0, device: torch.device | str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
     for indices in batch_order(encoded.lengths, batch_size, shuffle=shuffle, group_by_length=group_by_length,
                                seed=seed):
-        yield {k: v.to(device, non_blocking=True) for k, v in collate(encoded, indices, pad_to).items()}
+        yield {k: v.to(device, non_blocking=True) for k, v in collate(encoded, indices).items()}

@@ -136,10 +136,6 @@ def check_params(plugin_name: str, params) -> None:
         check_value(getattr(params, f.name), f.metadata, f"{plugin_name}.{f.name}")
 
 
-def param_fields(params_cls: type) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(params_cls))
-
-
 def _field_types(params_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(params_cls)
 
