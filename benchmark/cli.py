@@ -106,6 +106,16 @@ def _suite_from_args(args):
                               budget_labels=BUDGET_OPTIONS, **fields)
 
 
+GRID_OPTIONS = ("dataset", "victim", "attack", "defense", "seeds", "train_limit", "test_limit", "max_length",
+                "clean_fraction", "epochs")
+
+
+def _grid_name(args, suite) -> str:
+    """What the log calls the run: the suite, and the command-line options that changed its grid."""
+    changed = [f"--{name.replace('_', '-')}" for name in GRID_OPTIONS if getattr(args, name, None) is not None]
+    return f"suite {suite.name}" + (f" changed by {' '.join(changed)}" if changed else "")
+
+
 def _plugin_options(options: list[str]) -> tuple[tuple[str, str], ...]:
     plugins = []
     for option in options:
@@ -189,7 +199,7 @@ def cmd_run(args) -> int:
     cells = expand(suite)
     _preflight(args, cells, config, out)
     executor = _executor_from_args(args, suite)
-    log.info("suite %s: %d cells -> %s (store %s)", suite.name, len(cells), out, config.store_dir)
+    log.info("%s: %d cells -> %s (store %s)", _grid_name(args, suite), len(cells), out, config.store_dir)
     records = run_cells(cells, config, out, resume=args.resume, executor=executor)
     paths = render_leaderboard(out)
     failed = [r for r in records if r["status"] != "ok"]

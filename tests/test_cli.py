@@ -137,3 +137,16 @@ def test_new_defense_refuses_a_missing_dir(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("bdbench: error:") == 1 and "--dir" in err and "no such folder" in err
     assert not (tmp_path / "nope").exists()
+
+
+def test_the_log_names_the_options_that_changed_the_suites_grid():
+    import argparse
+
+    from benchmark.cli import _grid_name, build_parser
+
+    parser = build_parser()
+    suite = argparse.Namespace(name="quick")
+    plain = parser.parse_args(["run"])
+    narrowed = parser.parse_args(["run", "--dataset", "demo", "--defense", "none", "--train-limit", "100"])
+    assert _grid_name(plain, suite) == "suite quick"
+    assert _grid_name(narrowed, suite) == "suite quick changed by --dataset --defense --train-limit"
