@@ -206,8 +206,7 @@ class DefenseServer:
         if not hasattr(os, "fork"):
             return subprocess.run([sys.executable, "-m", "benchmark.isolation", str(folder)], env=_child_env(),
                                   check=False).returncode
-        if self._proc is None or self._proc.poll() is not None:
-            self.prestart()
+        self.prestart()  # no-op while a server is alive
         self._wait_ready()
         request = {"folder": str(folder), "environ": dict(os.environ)}  # the environment of now
         try:
