@@ -44,7 +44,7 @@ class CDPError(RuntimeError):
 
 
 class Chromium:
-    def __init__(self, binary: str, timeout: float = 20.0):
+    def __init__(self, binary: str, timeout: float = 20.0, startup_timeout: float = 90.0):
         self.timeout = timeout
         self.events: list[dict] = []
         self._next_id = 0
@@ -64,13 +64,30 @@ class Chromium:
 
         args = [binary, "--headless", "--remote-debugging-pipe", "--disable-gpu", "--no-first-run",
                 "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-                "--disable-dev-shm-usage", "--font-render-hinting=none", f"--user-data-dir={self._profile.name}"]
+                "--disable-dev-shm-usage", "--font-render-hinting=none", f"--user-data-dir={self._profile.name}",
+                # on a machine without a network, a browser that keeps looking up its update, sync and
+                # metrics hosts can stall its first answers for longer than a test waits
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", "--disable-default-apps", "--metrics-recording-only"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--no-sandbox")  # Chromium refuses to run its sandbox as root
         self.process = subprocess.Popen(args + ["about:blank"], stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=self._log, close_fds=False, preexec_fn=child_fds)
         for fd in high:
             os.close(fd)
+        self._handshake(startup_timeout)
+
+    def _handshake(self, startup_timeout: float) -> None:
+        """Wait, up to ``startup_timeout``, for the first answer: a loaded CI machine can take far
+        longer to start a browser than to answer any later command."""
+        timeout, self.timeout = self.timeout, startup_timeout
+        try:
+            self.send("Browser.getVersion")
+        except CDPError:
+            self.close()
+            raise
+        finally:
+            self.timeout = timeout
 
     # -- protocol ---------------------------------------------------------------------------
     def _stderr_tail(self) -> str:
