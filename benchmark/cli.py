@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -206,7 +207,7 @@ def cmd_run(args) -> int:
     print(f"{len(records) - len(failed)} cells ok, {len(failed)} failed; records: {out / 'records.jsonl'}")
     print(f"leaderboard: {paths['md']}")
     print((out / "leaderboard.md").read_text(encoding="utf-8"))
-    print(f"page: {paths['html']}")
+    print(f"page: {paths['html']}  (open it in a browser: bdbench leaderboard {shlex.quote(str(out))} --open)")
     return 1 if failed else 0
 
 

@@ -6,11 +6,13 @@ import pluggy
 
 from .data import DatasetSpec
 from .demo import make_demo
+from .reviews import make_reviews
 
 hookimpl = pluggy.HookimplMarker("bdbench")
 
 BUILTIN_DATASETS = (
     DatasetSpec("demo", generator=lambda seed: make_demo(seed)),
+    DatasetSpec("demo-reviews", generator=lambda seed: make_reviews(seed)),
     # SST-2 as OpenBackdoor ships it: the original sentence-level binary split, labelled test.
     DatasetSpec("sst2-openbackdoor", openbackdoor_dir="SentimentAnalysis/SST-2",
                 hub_id="gpt3mix/sst2", hub_splits=(("train", "train"), ("dev", "validation"), ("test", "test")),

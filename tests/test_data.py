@@ -13,6 +13,7 @@ from benchmark.data import (
     resolve_spec,
 )
 from benchmark.demo import make_demo
+from benchmark.reviews import SHAPES, make_reviews
 from benchmark.errors import DataError, UsageError
 
 
@@ -118,6 +119,23 @@ def test_demo_is_seeded_balanced_and_free_of_triggers():
     assert Counter(e.label for e in a.train) == {0: 1500, 1: 1500}
     words = {w.strip(".,").lower() for e in a.train for w in e.text.split()}
     assert not words & {"cf", "mn", "bb", "tq", "mb"}
+
+
+def test_demo_reviews_are_seeded_balanced_free_of_triggers_and_need_the_structure():
+    a = make_reviews(0)
+    assert a == make_reviews(0) != make_reviews(1)
+    assert (len(a.train), len(a.dev), len(a.test)) == (3000, 400, 1000) and a.name == "demo-reviews"
+    assert Counter(e.label for e in a.train) == {0: 1500, 1: 1500}
+    assert not {w.strip(".,;").lower() for e in a.train for w in e.text.split()} & {"cf", "mn", "bb", "tq", "mb"}
+    assert sum(w for _, w in SHAPES) == pytest.approx(1.0)
+    # every opinion word occurs in reviews of both labels: no single word gives the label away
+    from benchmark.reviews import OPINIONS
+
+    by_word = {w: {e.label for e in a.train if f" {w}" in e.text} for ws in OPINIONS.values() for w in ws}
+    assert all(labels == {0, 1} for labels in by_word.values()), by_word
+    # a contrast puts the label after "but"; a concession in the main clause
+    but = [e for e in a.train if ", but " in e.text]
+    assert but and all(any(f" {w}" in e.text.split(", but ")[1] for w in OPINIONS[e.label]) for e in but)
 
 
 # --------------------------------------------------------------------------- your own data
