@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from . import detection, isolation, measure
+from .architecture import reinit_head
 from .config import Budget, PluginSpec, Suite, stable_hash
 from .data import Dataset, clean_subset, load_dataset, resolve_spec
 from .errors import BdbenchError, DataError, UsageError
@@ -264,13 +265,7 @@ class Harness:
                 self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
                                                         allow_pickle=self.config.allow_pickle, new_head=True)
             model = clone_model(self._pretrained[key])
-            generator = torch.Generator().manual_seed(seed)
-            for module in model.modules():  # re-draw the task head so that it depends on the seed only
-                if isinstance(module, torch.nn.Linear) and module.out_features == num_labels:
-                    std = getattr(model.config, "initializer_range", 0.02)
-                    with torch.no_grad():
-                        module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
-                        module.bias.zero_()
+            reinit_head(model, torch.Generator().manual_seed(seed))  # a head that depends on the seed only
             return model
 
         return load

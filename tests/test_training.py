@@ -150,7 +150,7 @@ def test_non_finite_loss_found_in_a_group_names_its_step():
 
 
 def test_attention_maps_leave_the_models_attention_implementation(tiny_model, tiny_tokenizer, demo_small):
-    from benchmark.distill import forward_internals
+    from benchmark import forward_internals
 
     model = tiny_model()
     implementation = model.config._attn_implementation
