@@ -12,8 +12,7 @@ from benchmark import DataFilter, Defense, InputDetector, ThreatModelError
 from benchmark.detection import auroc, detection_metrics, filter_metrics
 from benchmark.plugin import threshold_for_frr
 from benchmark.registry import Registry
-
-from helpers import run
+from benchmark.testing import run
 
 
 class LengthDetector(InputDetector):
@@ -94,8 +93,7 @@ def test_purification_context_never_has_poisoned_train(make_defense_ctx):
 @pytest.mark.parametrize("isolation", ["process", "none"])
 def test_detector_and_filter_records(tmp_path, tiny_victim_dir, isolation):
     from benchmark.runner import HarnessConfig, run_cells
-
-    from helpers import cells
+    from benchmark.testing import cells
 
     registry = registry_with(LengthDetector, ProbeFilter)
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation=isolation)

@@ -5,9 +5,8 @@ import torch
 
 from benchmark.encoding import batch_order, collate, encode
 from benchmark.errors import TrainingError
+from benchmark.testing import FAST_RECIPE
 from benchmark.training import TrainConfig, train
-
-from conftest import FAST_RECIPE
 
 
 def test_dynamic_padding_and_length_groups(tiny_tokenizer, demo_small):
