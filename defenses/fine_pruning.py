@@ -43,9 +43,10 @@ Departures: activations are ranked on the clean training subset (the paper uses 
 data; here dev is kept for the stopping rule so that the two uses stay separate). The pruned
 unit is the FFN neuron, not a convolutional channel. Model access: ``benchmark.encoder_layers``,
 ``ffn_projections`` (BERT, RoBERTa, ELECTRA, DeBERTa-v2 ``intermediate.dense``, DistilBERT
-``ffn.lin1``) and ``ffn_activation``, in :func:`_ffn_projection` and :func:`_mean_activations`. Under ``joint``, raw mean activations are compared across layers
-(their scales differ: the ranking prunes first where the least active neurons are, which is the
-method's premise); ``per_layer`` is the variant that does not compare scales.
+``ffn.lin1``) and ``ffn_activation``, in :func:`_ffn_projection` and :func:`_mean_activations`.
+Under ``joint``, raw mean activations are compared across layers (their scales differ: the
+ranking prunes first where the least active neurons are, which is the method's premise);
+``per_layer`` is the variant that does not compare scales.
 """
 
 from __future__ import annotations
