@@ -167,6 +167,11 @@ class LWP(Attack):
         return AttackOutput(model, count, {"placement": self.params.placement, "train_size": len(poisoned),
                                            "negatives": len(poisoned) - len(ctx.dataset.train)})
 
+    def poisoned_training_set(self, ctx: AttackContext) -> None:
+        """None: the victim is trained with the layerwise loss, not with the scenario's recipe, so
+        a data filter's retraining on the kept samples would not reproduce the attack."""
+        return None
+
     # -- test time
     def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
         rng = ctx.rng("test-trigger")

@@ -311,8 +311,9 @@ def _poisoned_train(cell, scenario, attack_ctx: AttackContext):
     """The scenario's attack's poisoned training set (flags kept, for the harness's metrics only)."""
     poisoned = scenario.attack.poisoned_training_set(attack_ctx)
     if poisoned is None:
-        raise UsageError(f"data filters need an attack that trains the victim on a poisoned training set; "
-                         f"attack {cell.attack.name!r} does not (it poisons weights, not data)")
+        raise UsageError(f"data filters need an attack that trains the victim on a poisoned training set with the "
+                         f"scenario's recipe; attack {cell.attack.name!r} does not (it poisons weights, or trains "
+                         f"with its own loss)")
     expected = scenario.attack_meta.get("poisoned_count")
     if expected is not None and sum(ex.poisoned for ex in poisoned) != expected:
         raise PluginError(f"attack {cell.attack.name!r}: its poisoned training set has "
