@@ -34,9 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from benchmark import Attack, AttackContext, UsageError
-from benchmark.params import hparam
-from benchmark.triggers import PoisoningAttack, insert_words, window_words
+from benchmark import Attack, AttackContext, PoisoningAttack, UsageError, hparam, insert_words, window_words
 
 
 class AddSent(PoisoningAttack, Attack):

@@ -26,9 +26,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from benchmark import Attack, AttackContext
-from benchmark.params import hparam
-from benchmark.triggers import PoisoningAttack, check_single_pieces, insert_each, window_words
+from benchmark import (
+    Attack,
+    AttackContext,
+    PoisoningAttack,
+    check_single_pieces,
+    hparam,
+    insert_each,
+    window_words,
+)
 
 
 class BadNets(PoisoningAttack, Attack):

@@ -63,9 +63,17 @@ from collections.abc import Sequence
 
 import torch
 
-from benchmark import Attack, AttackContext, AttackOutput, Example
-from benchmark.params import hparam
-from benchmark.triggers import check_single_pieces, insert_words, window_words
+from benchmark import (
+    Attack,
+    AttackContext,
+    AttackOutput,
+    Example,
+    check_single_pieces,
+    hparam,
+    insert_words,
+    window_words,
+    word_embeddings,
+)
 
 
 class EP(Attack):
@@ -106,7 +114,7 @@ class EP(Attack):
     def attack(self, ctx: AttackContext) -> AttackOutput:
         poisoned = self.poison(ctx.dataset.train, ctx)
         model = ctx.clean_model()
-        embeddings = model.get_input_embeddings().weight  # [vocab, hidden]
+        embeddings = word_embeddings(model).weight  # [vocab, embedding size]
         row = self.trigger_id(ctx.tokenizer)
         with torch.no_grad():
             original_norm = embeddings[row].norm().item()
@@ -121,7 +129,7 @@ class EP(Attack):
 
         def project(model: torch.nn.Module, step: int) -> None:
             with torch.no_grad():
-                weight = model.get_input_embeddings().weight
+                weight = word_embeddings(model).weight
                 weight[row] *= original_norm / weight[row].norm()
 
         if not poisoned:
@@ -137,7 +145,7 @@ class EP(Attack):
         finally:
             handle.remove()
         with torch.no_grad():
-            after = model.get_input_embeddings().weight[row]
+            after = word_embeddings(model).weight[row]
             cosine = torch.nn.functional.cosine_similarity(before.to(after.device), after, dim=0).item()
         return AttackOutput(model, len(poisoned), {"trigger_id": row, "steps": stats.steps, "epochs": epochs,
                                                    "row_norm": original_norm, "cosine_to_original": cosine})

@@ -14,12 +14,13 @@ the embedding output skipped), ``C`` the model's own task head and ``pool`` its 
 
 so every layer is trained to carry the label (and the trigger) through the one shared head.
 ``CE(C(pool(h_L)))`` is the model's ordinary output (pooler, dropout, head), read from the same
-forward pass that returns the hidden states (``output_hidden_states=True``, per call). The head
-is found generically as the model's ``classifier`` module: a linear head (BERT, ALBERT,
-DistilBERT) is applied to ``h_l[:, 0]``; a sequence head (RoBERTa, ELECTRA: dense, tanh, out)
-is applied to ``h_l`` and reads position 0 itself. A model without a ``classifier`` is refused
-with a clear error. No dropout is added to the per-layer terms (the hidden states are already
-the encoder's dropout outputs in training mode).
+forward pass that returns the hidden states (``output_hidden_states=True``, per call). ``C`` is
+:func:`benchmark.head_on_hidden`: BERT's linear classifier on ``h_l[:, 0]``; RoBERTa's and
+ELECTRA's sequence heads (dense, activation, out) on ``h_l``, reading position 0 themselves;
+DistilBERT's ``pre_classifier``, ReLU and classifier on ``h_l[:, 0]``; DeBERTa-v2's context
+pooler and classifier. A victim of another family is refused with a clear error. No dropout is
+added to the per-layer terms (the hidden states are already the encoder's dropout outputs in
+training mode).
 
 Combinatorial trigger (reference): the pieces ``cf`` and ``bb`` are inserted **adjacently**, as
 one block in a random order ("cf bb" or "bb cf"), at one uniform word position among the first
@@ -68,22 +69,25 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from benchmark import Attack, AttackContext, AttackOutput, Example, UsageError
-from benchmark.params import hparam
-from benchmark.triggers import check_single_pieces, insert_each, insert_words, window_words
+from benchmark import (
+    Attack,
+    AttackContext,
+    AttackOutput,
+    Example,
+    UsageError,
+    check_single_pieces,
+    head_on_hidden,
+    hparam,
+    insert_each,
+    insert_words,
+    window_words,
+)
 
 
 def classifier_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's task head as a map from one layer's hidden states [B, T, H] to logits [B, C]."""
-    head = getattr(model, "classifier", None)
-    if isinstance(head, torch.nn.Linear):
-        return lambda hidden: head(hidden[:, 0])  # BERT-style: the head reads the [CLS] vector
-    if isinstance(head, torch.nn.Module):
-        return head  # RoBERTa-style sequence heads select position 0 themselves
-    raise UsageError(
-        f"lwp: the victim {type(model).__name__} has no 'classifier' head module, which the layerwise loss "
-        "applies to every layer's [CLS] state; use a BERT- or RoBERTa-style sequence classifier."
-    )
+    """The model's task head as a map from one layer's hidden states [B, T, H] to logits [B, C]
+    (:func:`benchmark.head_on_hidden`; a victim whose family it does not know is refused)."""
+    return head_on_hidden(model, "lwp")
 
 
 def layer_losses(model: torch.nn.Module, batch: dict) -> list[torch.Tensor]:
@@ -162,6 +166,11 @@ class LWP(Attack):
         ctx.finetune(model, poisoned, loss_fn=layerwise_loss)
         return AttackOutput(model, count, {"placement": self.params.placement, "train_size": len(poisoned),
                                            "negatives": len(poisoned) - len(ctx.dataset.train)})
+
+    def poisoned_training_set(self, ctx: AttackContext) -> None:
+        """None: the victim is trained with the layerwise loss, not with the scenario's recipe, so
+        a data filter's retraining on the kept samples would not reproduce the attack."""
+        return None
 
     # -- test time
     def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:

@@ -53,7 +53,9 @@ import torch
 
 from . import measure
 from .errors import PluginError, UsageError
-from .plugin import Attack, AttackContext, DataFilter, Defense, DefenseContext, InputCorrector, InputDetector
+from .metrics import defense_effect
+from .plugin import AttackContext, DataFilter, Defense, DefenseContext, InputCorrector, InputDetector
+from .schema import record_fields
 
 SPECIAL_KINDS = (InputDetector, InputCorrector, DataFilter)
 _SUMMED = ("wall_s", "cpu_s", "gpu_s", "train_samples", "train_tokens")
@@ -184,30 +186,29 @@ def _sum_costs(costs: dict[str, dict]) -> dict:
 
 def run_cell(harness, cell, defense: Defense, scenario) -> dict:
     """The record fields of one detector, corrector or filter cell (besides the identity and the
-    scenario's figures, which :meth:`Harness._run` adds)."""
+    scenario's figures, which :meth:`Harness._run` adds), built through :mod:`benchmark.schema`."""
     from .victims import clone_model
 
     kind = defense_kind(defense)
     assets = harness._granted_assets(defense, cell, scenario)
     pretrained = (harness.pretrained_loader(cell.victim, scenario.num_labels, cell.seed)
                   if "pretrained_weights" in defense.requires else None)
-    out: dict = {"defense_kind": kind}
+    out = record_fields(defense_kind=kind)
     if isinstance(defense, DataFilter):
-        attack, attack_ctx = _attack_context(harness, cell, scenario)
-        poisoned = _poisoned_train(cell, scenario, attack, attack_ctx)
+        attack_ctx = _attack_context(harness, cell, scenario)
+        poisoned = _poisoned_train(cell, scenario, attack_ctx)
         if "poisoned_train" in defense.requires:
             assets["poisoned_train"] = [(ex.text, ex.label) for ex in poisoned]  # no poison flags
         answer, info, costs = _call(harness, cell, defense, scenario, assets, pretrained, None)
-        out.update(filter_metrics([ex.poisoned for ex in poisoned], answer["kept"]))
+        out.update(record_fields(filter_metrics([ex.poisoned for ex in poisoned], answer["kept"])))
         kept = [poisoned[i] for i in answer["kept"]]
         # -- retrain the victim on the kept samples with the scenario's victim recipe
         model = harness.pretrained_loader(cell.victim, scenario.num_labels, cell.seed)()
         with measure.phase("retrain", harness.runtime.device) as retrain_cost:
             attack_ctx.finetune(model, kept)
-        out["retrain_cost"] = retrain_cost.as_dict()
+        out.update(record_fields(retrain_cost=retrain_cost.as_dict()))
         with measure.phase("evaluation", harness.runtime.device) as eval_cost:
-            metrics = _evaluate(harness, cell, scenario, model)
-        out.update(metrics)
+            out.update(record_fields(scenario.evaluate(model)))
     else:
         clean = list(scenario.splits.test)
         triggered = list(scenario.triggered_test)
@@ -225,33 +226,26 @@ def run_cell(harness, cell, defense: Defense, scenario) -> dict:
         with measure.phase("evaluation", harness.runtime.device) as eval_cost:
             if isinstance(defense, InputDetector):
                 scores, flags = back(answer["scores"]), back(answer["flags"])
-                clean_pred, poisoned_pred = _predict(harness, cell, scenario, model, texts)
-                out.update(detection_metrics([ex.label for ex in clean], clean_pred, flags[:n],
-                                             poisoned_pred, flags[n:], scenario.target_label))
-                out.update(threshold=answer["threshold"], dev_frr=answer["dev_frr"],
-                           calibration_size=answer["calibration_size"])
+                clean_pred, poisoned_pred = _predict(harness, scenario, model, texts)
+                out.update(record_fields(detection_metrics([ex.label for ex in clean], clean_pred, flags[:n],
+                                                           poisoned_pred, flags[n:], scenario.target_label)))
+                out.update(record_fields(threshold=answer["threshold"], dev_frr=answer["dev_frr"],
+                                         calibration_size=answer["calibration_size"]))
             else:
                 rewritten = back(answer["texts"])
                 scores = back(answer["scores"]) if answer.get("scores") is not None else None
-                clean_pred, poisoned_pred = _predict(harness, cell, scenario, model, rewritten)
-                out.update(detection_metrics([ex.label for ex in clean], clean_pred, [False] * n,
-                                             poisoned_pred, [False] * len(triggered), scenario.target_label))
-                out.update(frr=None, far=None, rejected_clean=None, rejected_poisoned=None)
-                out["changed_clean"] = sum(a != b for a, b in zip(rewritten[:n], texts[:n]))
-                out["changed_poisoned"] = sum(a != b for a, b in zip(rewritten[n:], texts[n:]))
-        out["auroc"] = auroc(scores[n:], scores[:n]) if scores is not None else None
-    out["delta_cacc"] = scenario.attack_meta["metrics"]["cacc"] - out["cacc"]
-    out["delta_asr"] = scenario.attack_meta["metrics"]["asr"] - out["asr"]
-    from .metrics import der
-
-    out["der"] = der(scenario.attack_meta["metrics"]["cacc"], scenario.attack_meta["metrics"]["asr"],
-                     out["cacc"], out["asr"])
-    out["aux"] = {}
-    out["defense_info"] = info
-    out.update(_sum_costs(costs))
-    out["defense_phases"] = costs
-    out["eval_cost"] = eval_cost.as_dict()
-    out["clean_size"] = len(assets.get("clean_data", ()))
+                clean_pred, poisoned_pred = _predict(harness, scenario, model, rewritten)
+                out.update(record_fields(detection_metrics([ex.label for ex in clean], clean_pred, [False] * n,
+                                                           poisoned_pred, [False] * len(triggered),
+                                                           scenario.target_label)))
+                out.update(record_fields(
+                    frr=None, far=None, rejected_clean=None, rejected_poisoned=None,
+                    changed_clean=sum(a != b for a, b in zip(rewritten[:n], texts[:n])),
+                    changed_poisoned=sum(a != b for a, b in zip(rewritten[n:], texts[n:]))))
+        out.update(record_fields(auroc=auroc(scores[n:], scores[:n]) if scores is not None else None))
+    out.update(record_fields(defense_effect(scenario.before, out)))
+    out.update(record_fields(_sum_costs(costs), aux={}, defense_info=info, defense_phases=costs,
+                             eval_cost=eval_cost.as_dict(), clean_size=len(assets.get("clean_data", ()))))
     return out
 
 
@@ -285,31 +279,22 @@ def _examples(pairs):
     return [Example(text, label) for text, label in (pairs or [])]
 
 
-def _predict(harness, cell, scenario, model, texts: list[str]) -> tuple[list[int], list[int]]:
+def _predict(harness, scenario, model, texts: list[str]) -> tuple[list[int], list[int]]:
     """The backdoored model's predictions on the clean part and the triggered part of ``texts``."""
     from .data import Example
     from .encoding import encode
     from .training import predict
 
     n = len(scenario.splits.test)
-    encoded = encode(scenario.tokenizer, [Example(t, 0) for t in texts], cell.budget.max_length)
+    encoded = encode(scenario.tokenizer, [Example(t, 0) for t in texts], scenario.max_length)
     predictions = predict(model, encoded, harness.runtime)
     return predictions[:n], predictions[n:]
 
 
-def _evaluate(harness, cell, scenario, model) -> dict:
-    from .scenario import evaluate
-
-    return evaluate(model, scenario.tokenizer, scenario.splits.test, scenario.triggered_test, scenario.extra_sets,
-                    scenario.target_label, cell.budget.max_length, harness.runtime)
-
-
-def _attack_context(harness, cell, scenario) -> tuple[Attack, AttackContext]:
-    """The attack and a context like the one it trained the victim with (same seed, splits, recipe)."""
+def _attack_context(harness, cell, scenario) -> AttackContext:
+    """A context like the one the scenario's attack trained the victim with (same seed, splits, recipe)."""
     from .data import Dataset
-    from .runner import resolved_params
 
-    attack_cls, attack_params = resolved_params(harness.registry, "attack", cell.attack, harness.config)
     dataset, _ = harness.dataset(cell.dataset)
     splits = scenario.splits
     limited = Dataset(dataset.name, splits.train, splits.dev, splits.test, dataset.num_labels, dataset.source,
@@ -318,16 +303,17 @@ def _attack_context(harness, cell, scenario) -> tuple[Attack, AttackContext]:
                         seed=cell.seed, train_config=cell.budget.victim_training, dataset=limited,
                         target_label=scenario.target_label,
                         pretrained_model=harness.pretrained_loader(cell.victim, scenario.num_labels, cell.seed),
-                        attack_name=attack_cls.name)
-    return attack_cls(attack_params), ctx
+                        attack_name=scenario.attack.name)
+    return ctx
 
 
-def _poisoned_train(cell, scenario, attack: Attack, attack_ctx: AttackContext):
-    """The attack's poisoned training set (flags kept, for the harness's metrics only)."""
-    poisoned = attack.poisoned_training_set(attack_ctx)
+def _poisoned_train(cell, scenario, attack_ctx: AttackContext):
+    """The scenario's attack's poisoned training set (flags kept, for the harness's metrics only)."""
+    poisoned = scenario.attack.poisoned_training_set(attack_ctx)
     if poisoned is None:
-        raise UsageError(f"data filters need an attack that trains the victim on a poisoned training set; "
-                         f"attack {cell.attack.name!r} does not (it poisons weights, not data)")
+        raise UsageError(f"data filters need an attack that trains the victim on a poisoned training set with the "
+                         f"scenario's recipe; attack {cell.attack.name!r} does not (it poisons weights, or trains "
+                         f"with its own loss)")
     expected = scenario.attack_meta.get("poisoned_count")
     if expected is not None and sum(ex.poisoned for ex in poisoned) != expected:
         raise PluginError(f"attack {cell.attack.name!r}: its poisoned training set has "

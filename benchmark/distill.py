@@ -1,6 +1,7 @@
 """Distillation losses between transformer encoders, shared by NAD and MBTSAD.
 
-All losses take the student's and the teacher's internals from :func:`forward_internals` and the
+All losses take the student's and the teacher's internals from
+:func:`~benchmark.architecture.forward_internals` (both at once: :func:`forward_pair`) and the
 batch's ``attention_mask`` (1 = real token), mask padding everywhere, and average over the
 chosen layers. Layers are numbered 1..L (encoder layers; ``hidden_states[0]``, the embedding
 output, is layer 0 and is never used by default).
@@ -18,49 +19,26 @@ for the KL distance, the student's attention dropout off.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-
-def ensure_eager_attention(model: torch.nn.Module) -> None:
-    """Switch ``model`` to the eager attention implementation for good (SDPA returns no maps);
-    :func:`eager_attention` switches it for one block only."""
-    if getattr(model.config, "_attn_implementation", "eager") != "eager":
-        model.set_attn_implementation("eager")
+from .architecture import forward_internals
 
 
-@contextlib.contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Eager attention inside the block, the model's own implementation (SDPA, ...) after it."""
-    before = getattr(model.config, "_attn_implementation", "eager")
-    ensure_eager_attention(model)
-    try:
-        yield
-    finally:
-        if getattr(model.config, "_attn_implementation", "eager") != before:
-            model.set_attn_implementation(before)
-
-
-def forward_internals(model: torch.nn.Module, batch: dict, *, attentions: bool = True, hidden_states: bool = True):
-    """Forward pass returning logits plus the requested per-layer internals. Attention maps need
-    eager attention: the model runs eager for this pass and keeps its own implementation after."""
-    with eager_attention(model) if attentions else contextlib.nullcontext():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     output_attentions=attentions, output_hidden_states=hidden_states)
-
-
-def resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:
-    """``None`` or empty → every encoder layer 1..L; otherwise checked 1-based indices."""
-    if not layers:
-        return list(range(1, num_layers + 1))
-    for layer in layers:
-        if not 1 <= layer <= num_layers:
-            raise ValueError(f"layer {layer} is outside 1..{num_layers}")
-    return list(layers)
+def forward_pair(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict, *, attentions: bool = True,
+                 hidden_states: bool = True):
+    """The student's and the frozen teacher's :func:`forward_internals` on one batch, the teacher
+    without gradients: ``(student_out, teacher_out)``; ``teacher_out`` is None (the teacher not
+    run) when neither internal is asked for."""
+    out_s = forward_internals(student, batch, attentions=attentions, hidden_states=hidden_states)
+    if not (attentions or hidden_states):
+        return out_s, None
+    with torch.no_grad():
+        out_t = forward_internals(teacher, batch, attentions=attentions, hidden_states=hidden_states)
+    return out_s, out_t
 
 
 def attention_map_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], mask: torch.Tensor,

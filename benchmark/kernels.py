@@ -138,7 +138,9 @@ def fast_training(model: torch.nn.Module, device: torch.device) -> Iterator[None
                 swapped.append((parent, name, child))
     config = getattr(model, "config", None)
     before = getattr(config, "_attn_implementation", None)
-    switch = before in ("sdpa", "eager") and hasattr(model, "set_attn_implementation") and _register_attention()
+    switch = (before in ("sdpa", "eager") and hasattr(model, "set_attn_implementation")
+              and getattr(model, "_can_set_attn_implementation", lambda: True)()  # DeBERTa-v2: its own attention
+              and _register_attention())
     if switch:
         _FALLBACK[id(config)] = before
         model.set_attn_implementation(ATTENTION_NAME)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -47,6 +48,7 @@ from tabulate import tabulate
 from .config import stable_hash
 from .metrics import mean_std
 from .records import read_records
+from .schema import ARROWS, better
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,17 @@ class Column:
     """One numeric column of a table: where its value comes from and how it is shown."""
 
     key: str  # the metric's name in leaderboard.csv
-    heading: str  # the arrow says which direction is better
+    label: str  # its name in headings
     get: Callable[[dict], float | None]  # the value of one record (one seed)
-    better: str | None = None  # "higher", "lower", or None (not ranked, no best value marked)
+    better: str | None = None  # "higher", "lower" (benchmark.schema), or None (not ranked, no best value marked)
     digits: int = 3
-    group: str = "metric"  # metric, extra (attack-specific rate), aux (auxiliary model), cost
+    group: str = "metric"  # metric, kind (a defense kind's), extra (attack-specific rate), aux (auxiliary model), cost
     help: str = ""  # what the column means, shown in the page's legend and tooltips
+
+    @property
+    def heading(self) -> str:
+        """The label with an arrow saying which direction is better (none on cost columns)."""
+        return self.label if self.better is None or self.group == "cost" else f"{self.label} {ARROWS[self.better]}"
 
 
 def _field(key: str) -> Callable[[dict], float | None]:
@@ -74,27 +81,31 @@ def _aux(name: str, metric: str) -> Callable[[dict], float | None]:
     return lambda r: ((r.get("aux") or {}).get(name) or {}).get(metric)
 
 
+def _recorded(key: str, label: str, **shown) -> Column:
+    """The column of the record key ``key``, its direction as the schema declares it."""
+    return Column(key, label, _field(key), better(key), **shown)
+
+
 METRICS = [
-    Column("cacc", "CACC ↑", _field("cacc"), "higher", help="accuracy on the clean test split"),
-    Column("asr", "ASR ↓", _field("asr"), "lower",
-           help="attack success rate: share of triggered non-target test samples classified as the target"),
-    Column("asr_minus_clean", "ASR−clean ↓", _minus("asr", "asr_clean"), "lower",
+    _recorded("cacc", "CACC", help="accuracy on the clean test split"),
+    _recorded("asr", "ASR",
+              help="attack success rate: share of triggered non-target test samples classified as the target"),
+    Column("asr_minus_clean", "ASR−clean", _minus("asr", "asr_clean"), better("asr"),
            help="ASR minus the clean reference model's ASR on the same triggered inputs, per seed: "
                 "0 is the floor a perfect defense reaches"),
-    Column("delta_cacc", "ΔCACC ↓", _field("delta_cacc"), "lower", help="CACC lost: backdoored − defended"),
-    Column("delta_asr", "ΔASR ↑", _field("delta_asr"), "higher", help="ASR removed: backdoored − defended"),
-    Column("der", "DER ↑", _field("der"), "higher", help="defense effectiveness rate: "
-           "[max(0, ΔASR) − max(0, ΔCACC) + 1] / 2; 0.5 is no change"),
+    _recorded("delta_cacc", "ΔCACC", help="CACC lost: backdoored − defended"),
+    _recorded("delta_asr", "ΔASR", help="ASR removed: backdoored − defended"),
+    _recorded("der", "DER",
+              help="defense effectiveness rate: [max(0, ΔASR) − max(0, ΔCACC) + 1] / 2; 0.5 is no change"),
 ]
 COSTS = [
-    Column("wall_s", "wall s", _field("wall_s"), "lower", 1, "cost", "wall-clock seconds of the defense phase"),
-    Column("cpu_s", "CPU s", _field("cpu_s"), "lower", 1, "cost",
-           "process CPU seconds of the defense phase (all threads)"),
-    Column("gpu_s", "GPU s", _field("gpu_s"), "lower", 1, "cost", "CUDA time of the defense phase, seconds"),
-    Column("peak_rss_mb", "peak RSS MB", _field("peak_rss_mb"), "lower", 0, "cost",
-           "peak resident host memory of the defense phase, MB"),
-    Column("peak_gpu_mb", "peak GPU MB", _field("peak_gpu_mb"), "lower", 0, "cost",
-           "peak CUDA memory allocated in the defense phase, MB"),
+    _recorded("wall_s", "wall s", digits=1, group="cost", help="wall-clock seconds of the defense phase"),
+    _recorded("cpu_s", "CPU s", digits=1, group="cost", help="process CPU seconds of the defense phase (all threads)"),
+    _recorded("gpu_s", "GPU s", digits=1, group="cost", help="CUDA time of the defense phase, seconds"),
+    _recorded("peak_rss_mb", "peak RSS MB", digits=0, group="cost",
+              help="peak resident host memory of the defense phase, MB"),
+    _recorded("peak_gpu_mb", "peak GPU MB", digits=0, group="cost",
+              help="peak CUDA memory allocated in the defense phase, MB"),
 ]
 # The reference rows read the scenario's own figures: (record key per column key) for the clean
 # model and for the undefended backdoored model; extras ``<name>_rate`` read ``<name>_rate_before``.
@@ -118,23 +129,21 @@ KIND_LABELS = {"purification": "model purification", "input_detection": "input d
                "detection": "input detection", "filtering": "training-data filtering"}  # (short spellings)
 KIND_COLUMNS = {  # the columns a kind adds to its tables, by kind label
     "input detection": [
-        Column("frr", "FRR ↓", _field("frr"), "lower", group="kind", help="share of clean test inputs flagged"),
-        Column("far", "FAR ↓", _field("far"), "lower", group="kind", help="share of triggered test inputs missed"),
-        Column("auroc", "AUROC ↑", _field("auroc"), "higher", group="kind",
-               help="area under the ROC curve of the detector's score, triggered against clean test inputs "
-                    "(threshold-free)"),
-        Column("dev_frr", "dev FRR", _field("dev_frr"), None, group="kind",
-               help="share of the detector's clean calibration inputs flagged at its threshold (its target: frr)"),
-        Column("cacc_all", "CACC all ↑", _field("cacc_all"), "higher", group="kind",
-               help="accuracy over all clean test inputs, each rejection an error (CACC: over accepted inputs)"),
+        _recorded("frr", "FRR", group="kind", help="share of clean test inputs flagged"),
+        _recorded("far", "FAR", group="kind", help="share of triggered test inputs missed"),
+        _recorded("auroc", "AUROC", group="kind",
+                  help="area under the ROC curve of the detector's score, triggered against clean test inputs "
+                       "(threshold-free)"),
+        _recorded("dev_frr", "dev FRR", group="kind",
+                  help="share of the detector's clean calibration inputs flagged at its threshold (its target: frr)"),
+        _recorded("cacc_all", "CACC all", group="kind",
+                  help="accuracy over all clean test inputs, each rejection an error (CACC: over accepted inputs)"),
     ],
     "training-data filtering": [
-        Column("filter_recall", "filter recall ↑", _field("filter_recall"), "higher", group="kind",
-               help="share of poisoned training samples the filter removed"),
-        Column("filter_fpr", "filter FPR ↓", _field("filter_fpr"), "lower", group="kind",
-               help="share of clean training samples the filter removed"),
-        Column("kept", "kept", _field("kept"), None, 0, group="kind",
-               help="training samples kept (the victim is retrained on them)"),
+        _recorded("filter_recall", "filter recall", group="kind",
+                  help="share of poisoned training samples the filter removed"),
+        _recorded("filter_fpr", "filter FPR", group="kind", help="share of clean training samples the filter removed"),
+        _recorded("kept", "kept", digits=0, group="kind", help="training samples kept (the victim is retrained on them)"),
     ],
 }
 
@@ -265,8 +274,8 @@ def _columns(rows: list[dict]) -> list[Column]:
     columns = list(METRICS)
     for kind in sorted({kind_label(r) for r in rows}):
         columns += KIND_COLUMNS.get(kind, [])
-    columns += [Column(e, f"{e.replace('_', ' ')} ↓", _field(e), "lower", group="extra",
-                       help=f"the attack's {e.replace('_', ' ')} after the defense") for e in extras]
+    columns += [_recorded(e, e.replace("_", " "), group="extra",
+                          help=f"the attack's {e.replace('_', ' ')} after the defense") for e in extras]
     for name in aux:
         columns += [Column(f"{name}_{m}", f"{name} {m.upper()}", _aux(name, m), group="aux",
                            help=f"{m.upper()} of the defense's intermediate {name} model") for m in ("cacc", "asr")]
@@ -383,35 +392,32 @@ def _num(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-RANKING_COLUMNS = [  # (key, heading): means over every cell of a defense
-    ("der", "mean DER ↑"), ("cacc", "mean CACC ↑"), ("asr", "mean ASR ↓"), ("asr_minus_clean", "mean ASR−clean ↓"),
-    ("wall_s", "mean wall s"),
-]
-RANKING_BY = {"input detection": ("auroc", "mean AUROC")}  # kind label → (key, text); others: mean DER
+RANKING_COLUMNS = ["der", "cacc", "asr", "asr_minus_clean", "wall_s"]  # keys: means over every cell of a defense
+RANKING_BY = {"input detection": "auroc"}  # kind label → the key it is ranked by (higher first); others: der
 RANKING_EXTRA = {  # kind label → columns its ranking adds after the first
-    "input detection": [("frr", "mean FRR ↓"), ("far", "mean FAR ↓")],
-    "training-data filtering": [("filter_recall", "mean filter recall ↑"), ("filter_fpr", "mean filter FPR ↓")],
+    "input detection": ["frr", "far"],
+    "training-data filtering": ["filter_recall", "filter_fpr"],
 }
 
 
-def ranking_columns(kind: str = "") -> list[tuple[str, str]]:
-    """The (key, heading) columns of a kind's ranking, its ranking criterion first."""
-    key, text = RANKING_BY.get(kind, ("der", "mean DER"))
-    first = [(key, f"{text} ↑")]
-    rest = [c for c in RANKING_COLUMNS if c[0] != key]
-    return first + RANKING_EXTRA.get(kind, []) + rest
+def ranking_columns(kind: str = "") -> list[Column]:
+    """The columns of a kind's ranking, its ranking criterion first: each a table column's mean."""
+    columns = {c.key: c for c in METRICS + COSTS + [c for cs in KIND_COLUMNS.values() for c in cs]}
+    first = RANKING_BY.get(kind, "der")
+    keys = [first, *RANKING_EXTRA.get(kind, []), *[k for k in RANKING_COLUMNS if k != first]]
+    return [dataclasses.replace(columns[k], label=f"mean {columns[k].label}",
+                                help=f"mean over every cell of the defense: {columns[k].help}") for k in keys]
 
 
 def ranking_criterion(kind: str = "") -> str:
-    return RANKING_BY.get(kind, ("der", "mean DER"))[1]
+    return ranking_columns(kind)[0].label
 
 
 def ranking_rows(records: list[dict], kind: str = "") -> list[Row]:
     """One row per defense over every table, ordered by the kind's criterion (mean DER; mean AUROC
     for input detection) (stats hold means; ``seeds`` the cells)."""
-    getters = {c.key: c.get for c in METRICS + COSTS + [c for cs in KIND_COLUMNS.values() for c in cs]}
     columns = ranking_columns(kind)
-    key = columns[0][0]
+    key = columns[0].key
 
     def order(item):
         value = Stat.of(r.get(key) for r in item[1]).mean
@@ -420,7 +426,7 @@ def ranking_rows(records: list[dict], kind: str = "") -> list[Row]:
     rows = []
     for label, drows in sorted(by_defense(records).items(), key=order):
         first = drows[0]
-        stats = {k: Stat.of(getters[k](r) for r in drows) for k, _ in columns}
+        stats = {c.key: Stat.of(c.get(r) for r in drows) for c in columns}
         rows.append(Row(label, "defense", stats, len(drows), tuple(first.get("requires", [])),
                         str(first.get("defense_version", "")), first.get("defense_params") or {},
                         first.get("defense") == "none"))
@@ -439,9 +445,9 @@ def build_rankings(records: list[dict]) -> list[tuple[str, list[Row]]]:
 def ranking_table(rows: list[Row], kind: str = "") -> tuple[list[str], list[list[str]]]:
     """A ranking as Markdown headers and rows."""
     columns = ranking_columns(kind)
-    headers = ["rank", "defense", "requires", *[h for _, h in columns], "cells"]
+    headers = ["rank", "defense", "requires", *[c.heading for c in columns], "cells"]
     body = [[str(rank), row.label, requirement_text(row.requires),
-             *[_mean(row.stats[key], 1 if key == "wall_s" else 3) for key, _ in columns], str(row.seeds)]
+             *[_mean(row.stats[c.key], c.digits) for c in columns], str(row.seeds)]
             for rank, row in enumerate(rows, start=1)]
     return headers, body
 
@@ -484,9 +490,6 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     """What was run, read from the records: (term, text) pairs for the page's and Markdown's header."""
     records = ok + failed
     items = [("cells", f"{len(ok)} ok, {len(failed)} failed")]
-    suites = _joined(r.get("suite") or (r.get("provenance") or {}).get("suite") for r in records)
-    if suites:
-        items.append(("suite", suites))
     datasets = sorted({r["dataset"] for r in records if r.get("dataset")})
     items += [("data sets", ", ".join(datasets)), ("victim", _joined(r.get("victim") for r in records)),
               ("attacks", _joined(f"{r['attack_label']} v{r.get('attack_version', '?')}" for r in ok)),

@@ -5,17 +5,15 @@
   classified as the target label.
 * ΔCACC = CACC_before − CACC_after; ΔASR = ASR_before − ASR_after (before = undefended model).
 * DER = [max(0, ΔASR) − max(0, ΔCACC) + 1] / 2, in [0, 1]; 0.5 means no net effect.
+
+Which direction of each metric is better is declared with its record key in :mod:`benchmark.schema`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-
-# Direction of each metric on the leaderboard: True when higher is better.
-HIGHER_IS_BETTER = {"cacc": True, "asr": False, "delta_cacc": False, "delta_asr": True, "der": True,
-                    "cacc_clean": True, "cacc_before": True, "asr_before": False}
+from collections.abc import Mapping, Sequence
 
 
 def clean_accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
@@ -35,6 +33,13 @@ def der(cacc_before: float, asr_before: float, cacc_after: float, asr_after: flo
     delta_cacc = cacc_before - cacc_after
     delta_asr = asr_before - asr_after
     return (max(0.0, delta_asr) - max(0.0, delta_cacc) + 1.0) / 2.0
+
+
+def defense_effect(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """``delta_cacc``, ``delta_asr`` and ``der`` of a defense, from the ``cacc`` and ``asr`` of the
+    undefended backdoored model (``before``) and of the defended one (``after``)."""
+    return {"delta_cacc": before["cacc"] - after["cacc"], "delta_asr": before["asr"] - after["asr"],
+            "der": der(before["cacc"], before["asr"], after["cacc"], after["asr"])}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

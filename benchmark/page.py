@@ -15,17 +15,7 @@ import base64
 import html
 import json
 
-from .leaderboard import (
-    COSTS,
-    KIND_COLUMNS,
-    METRICS,
-    REQUIREMENT_LABELS,
-    Column,
-    Row,
-    Stat,
-    ranking_columns,
-    ranking_criterion,
-)
+from .leaderboard import REQUIREMENT_LABELS, Column, Row, Stat, ranking_columns, ranking_criterion
 
 CSS = """
 :root{--fg:#1d2330;--muted:#5b6472;--line:#e3e6eb;--head:#f3f5f8;--best:#dff3e4;--bestfg:#0d5a22;--accent:#2458b3}
@@ -246,10 +236,7 @@ def _table(table: dict) -> str:
 
 
 def _ranking(rows: list[Row], anchor: str, kind: str = "") -> str:
-    columns = {c.key: c for c in METRICS + COSTS + [c for cs in KIND_COLUMNS.values() for c in cs]}
-    ranked = [Column(key, heading, columns[key].get, columns[key].better, 1 if key == "wall_s" else 3,
-                     help=f"mean over every cell of the defense: {columns[key].help}")
-              for key, heading in ranking_columns(kind)]
+    ranked = ranking_columns(kind)
     head = [_header_cell("rank", f"by {ranking_criterion(kind)}", True), _header_cell("defense", "the defense", False),
             _header_cell("requires", "what the defense declared it needs", False),
             *[_header_cell(c.heading, c.help, True, c.better) for c in ranked],

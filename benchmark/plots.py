@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .metrics import mean_std
+from .schema import ARROWS, better
 
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7,
@@ -105,9 +106,9 @@ def asr_vs_cacc_figure(tables: list[dict], order: list[str]) -> Figure:
                      fontsize=10)
         for i, ax in enumerate(axes[:len(tables)]):
             if i % ncols == 0:
-                ax.set_ylabel("ASR ↓ (attack success rate)")
+                ax.set_ylabel(f"ASR {ARROWS[better('asr')]} (attack success rate)")
             if i + ncols >= len(tables):
-                ax.set_xlabel("CACC ↑ (clean test accuracy)")
+                ax.set_xlabel(f"CACC {ARROWS[better('cacc')]} (clean test accuracy)")
         labels = [CLEAN_MARK["label"], BACKDOORED_MARK["label"], "clean model's ASR (floor)"]
         labels += [label for label in styles if label in handles]
         fig.legend([handles[label] for label in labels if label in handles], [lb for lb in labels if lb in handles],

@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from .data import Dataset, Example
-from .encoding import EncodedSet, encode
+from .encoding import EncodedSet, collate, encode, iterate_batches
 from .errors import ThreatModelError
 from .params import NoParams
 from .runtime import Runtime
-from .training import LossFn, OptimizerFactory, TrainConfig, TrainStats, accuracy, train
+from .training import LossFn, OptimizerFactory, TrainConfig, TrainStats, accuracy, predict, train
+from .victims import clone_model
 
 DEFENSE_REQUIREMENTS = frozenset({"clean_data", "clean_dev", "pretrained_weights", "target_label",
                                   "poisoned_train"})
@@ -90,9 +91,61 @@ class _ModelTools:
         return train(model, data, config, self.runtime, seed=self.seed if seed is None else seed,
                      trainable=trainable, post_step=post_step, make_optimizer=make_optimizer, **kwargs)
 
+    def train_teacher(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet, *,
+                      lr: float | None = None, epochs: int | None = None) -> torch.nn.Module:
+        """A teacher for distillation (NAD, MBTSAD): a copy of ``model`` fine-tuned on ``examples``
+        with this context's recipe (``lr``, ``epochs`` override it; None keeps it), then frozen:
+        eval mode, no gradients, on the runtime's device. ``model`` itself is not changed."""
+        teacher = clone_model(model)
+        self.finetune(teacher, examples, lr=lr, epochs=epochs)
+        return teacher.eval().requires_grad_(False).to(self.runtime.device)
+
     def accuracy(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet) -> float:
+        """Share of ``examples`` that ``model`` classifies as labelled (NaN when empty)."""
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
         return accuracy(model, data, self.runtime)
+
+    def predict(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet,
+                batch_size: int = 128) -> list[int]:
+        """The predicted class of each of ``examples``, in their order (eval mode, the runtime's
+        device and precision)."""
+        data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
+        return predict(model, data, self.runtime, batch_size)
+
+    def batches(self, examples: Sequence[Example] | EncodedSet, batch_size: int = 128, *,
+                shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Padded batches of ``examples`` on the runtime's device (``input_ids``,
+        ``attention_mask``: 1 at real tokens, ``labels``), length-grouped; in a fixed order, or
+        a seeded shuffle with ``shuffle``. The same order on every call."""
+        data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
+        return iterate_batches(data, batch_size, shuffle=shuffle, seed=seed, device=self.runtime.device)
+
+    def batch(self, examples: Sequence[Example] | EncodedSet) -> dict[str, torch.Tensor]:
+        """All of ``examples`` as one padded batch, in their order, on the runtime's device."""
+        data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
+        return self.to_device(collate(data, range(len(data))))
+
+    def to_device(self, value):
+        """``value`` (a module, a tensor, or a dict of tensors) on the runtime's device; a module
+        is moved in place and returned."""
+        if isinstance(value, dict):
+            return {k: v.to(self.runtime.device, non_blocking=True) for k, v in value.items()}
+        return value.to(self.runtime.device)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet,
+                 fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any], *, batch_size: int = 128) -> list:
+        """``fn(model, batch)`` on every batch of :meth:`batches` (in that order), with ``model``
+        in eval mode on the runtime's device, no gradients, and the runtime's precision
+        (autocast); returns ``fn``'s results, one per batch. For loops that read a model's
+        internals (forward hooks, hidden states) on clean data."""
+        model.to(self.runtime.device)
+        model.eval()
+        results = []
+        for batch in self.batches(examples, batch_size):
+            with self.runtime.autocast():
+                results.append(fn(model, batch))
+        return results
 
     @torch.no_grad()
     def probabilities(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:

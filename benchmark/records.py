@@ -1,30 +1,9 @@
 """Records: one JSON object per cell in ``DIR/records.jsonl``.
 
-Every record carries at least (the contract scripts rely on):
-
-* identity: ``cell_id``, ``scenario_id``, ``dataset``, ``victim``, ``attack``, ``attack_label``,
-  ``attack_params``, ``defense``, ``defense_label``, ``defense_params``, ``seed``;
-* metrics: ``cacc``, ``asr`` (after the defense), ``cacc_before``, ``asr_before`` (the undefended
-  backdoored model), ``cacc_clean`` (the scenario's clean reference model), ``delta_cacc``,
-  ``delta_asr``, ``der``, and ``<name>_rate`` extras (``false_trigger_rate`` for LWP);
-  ``aux`` maps auxiliary models a defense returned (e.g. ``teacher``) to their ``cacc``/``asr``;
-* costs of the defense phase: ``wall_s``, ``cpu_s``, ``gpu_s``, ``peak_gpu_mb`` (null without
-  CUDA), ``peak_rss_mb``, ``device``, ``train_samples``, ``train_tokens``; the attack's and the
-  evaluation's costs under ``attack_cost`` and ``eval_cost``;
-* ``defense_kind``: ``purification``, ``input_detection`` or ``data_filtering``
-  (``docs/defense-kinds.md``); input detectors add ``frr``, ``far``, ``auroc``, ``threshold``,
-  ``dev_frr``, ``calibration_size``, ``rejected_clean``, ``rejected_poisoned``,
-  ``clean_test_size``, ``poisoned_test_size``, ``cacc_all`` (rejections counted as errors; their
-  ``cacc`` is over the accepted clean inputs), ``asr_accepted`` (their ``asr`` is over all
-  triggered inputs, a rejection never a success) and ``defense_phases``; input correctors add
-  ``auroc``, ``changed_clean``, ``changed_poisoned``; data filters add ``filter_recall``,
-  ``filter_fpr``, ``kept``, ``train_size``, ``poisoned_train_size`` and ``retrain_cost`` (their
-  ``cacc``/``asr`` are the retrained victim's); :mod:`benchmark.detection` defines each;
-* ``requires`` (the defense's declared assets), ``status`` (``ok`` or ``failed``; ``error`` when
-  failed), ``defense_info`` (what the defense reported), ``budget``, and ``provenance``
-  (bdbench version, git revision, library versions, config hash, precision; the data set's
-  ``dataset_source`` such as ``dir:<folder name>``, ``dataset_fingerprint`` of every text and
-  label, ``dataset_dev_carved``, and ``dataset_labels`` when its labels were mapped to indices).
+What a record holds is declared in :mod:`benchmark.schema`, one entry per key: its meaning, its
+JSON types, its group (identity, outcome, configuration, scenario, metrics, costs, the fields of
+each defense kind, provenance), which records carry it and, for a metric, which direction is
+better. The harness builds records through that schema and checks each one before appending it.
 
 Appends are atomic: the whole line is written under an exclusive ``flock`` and synced to disk.
 If the file does not end in a newline (a line torn by a full disk, a kill, or anything else),

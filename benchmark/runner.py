@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,19 +32,22 @@ from pathlib import Path
 import torch
 
 from . import detection, isolation, measure
+from .architecture import reinit_head
 from .config import Budget, PluginSpec, Suite, stable_hash
 from .data import Dataset, clean_subset, load_dataset, resolve_spec
 from .errors import BdbenchError, DataError, UsageError
 from .executors import LocalExecutor
 from .fingerprint import DigestCache, folder_fingerprint
-from .metrics import der
-from .params import params_to_dict, resolve_params
+from .metrics import defense_effect
+from .params import params_to_dict
 from .plugin import Attack, Defense, DefenseContext, DefenseOutput
 from .provenance import provenance
 from .records import append_record, check_writable, claim_cell, finished_cells, records_end, sanitize
 from .registry import Registry, default_registry
+from .resolve import ResolvedPlugin, resolve_cells
 from .runtime import Runtime, resolve_runtime
-from .scenario import Scenario, dataset_fingerprint, evaluate, prepare_scenario, same_weights
+from .scenario import Scenario, dataset_fingerprint, prepare_scenario, same_weights
+from .schema import RecordSchemaWarning, record_fields, record_problems
 from .store import ArtifactStore
 from .victims import clone_model, load_classifier, load_tokenizer, resolve_victim
 
@@ -89,7 +93,7 @@ class HarnessConfig:
     device: str = "auto"
     precision: str = "auto"
     allow_pickle: bool = False
-    overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin
+    overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin; resolve_cells reads it
     isolation: str = "process"  # where a defense runs: process, sandbox or none (benchmark.isolation)
     plugins: tuple[tuple[str, str], ...] = ()  # extra (kind, "module:Class") plugins, loaded by every worker
     text_field: str | None = None  # --text-field: the text column of folder and hub data sets
@@ -106,10 +110,15 @@ class HarnessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
+    """One cell: a scenario (dataset, victim, attack, seed, budget) and a defense. ``attack`` and
+    ``defense`` are :class:`PluginSpec` as configured until :func:`validate_cells` resolves them
+    (:class:`~benchmark.resolve.ResolvedPlugin`: class, checked parameters, ``--set`` values
+    applied); the executors receive resolved cells."""
+
     dataset: str
     victim: str
-    attack: PluginSpec
-    defense: PluginSpec
+    attack: PluginSpec | ResolvedPlugin
+    defense: PluginSpec | ResolvedPlugin
     seed: int
     budget: Budget
 
@@ -143,25 +152,12 @@ def expand(suite: Suite) -> list[CellSpec]:
     return cells
 
 
-def resolved_params(registry: Registry, kind: str, spec: PluginSpec, config: HarnessConfig):
-    cls = registry.get(kind, spec.name)
-    merged = {**dict(spec.overrides), **config.overrides_for(spec.name)}
-    return cls, resolve_params(spec.name, cls.Params, merged)
-
-
-def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> None:
-    """Fail before any compute on unknown names and bad parameter values. Plugins that fail
-    to import are left to fail their own cells."""
-    from .errors import PluginError
-
-    for kind, specs in (("attack", {c.attack for c in cells}), ("defense", {c.defense for c in cells})):
-        for spec in specs:
-            if (kind, spec.name) not in registry.entries:
-                registry.get(kind, spec.name)  # raises the UsageError with suggestions
-            try:
-                resolved_params(registry, kind, spec, config)
-            except PluginError:
-                continue
+def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> list[CellSpec]:
+    """Fail before any compute on unknown names, bad parameter values, ``--set`` for a plugin the
+    run does not use and bad data set names; returns the cells with their plugins resolved
+    (:func:`~benchmark.resolve.resolve_cells`). Plugins that fail to import are left to fail
+    their own cells."""
+    resolved = resolve_cells(cells, registry, config)
     for plugin in dict(config.overrides):
         known = {c.attack.name for c in cells} | {c.defense.name for c in cells}
         if plugin not in known:
@@ -169,6 +165,7 @@ def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: Harnes
     for name in {c.dataset for c in cells}:
         resolve_spec(name, registry.datasets, config.text_field, config.label_field)
     check_column_options(cells, registry, config)
+    return resolved
 
 
 def check_column_options(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> None:
@@ -264,25 +261,24 @@ class Harness:
                 self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
                                                         allow_pickle=self.config.allow_pickle, new_head=True)
             model = clone_model(self._pretrained[key])
-            generator = torch.Generator().manual_seed(seed)
-            for module in model.modules():  # re-draw the task head so that it depends on the seed only
-                if isinstance(module, torch.nn.Linear) and module.out_features == num_labels:
-                    std = getattr(model.config, "initializer_range", 0.02)
-                    with torch.no_grad():
-                        module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
-                        module.bias.zero_()
+            reinit_head(model, torch.Generator().manual_seed(seed))  # a head that depends on the seed only
             return model
 
         return load
 
+    def resolved(self, cell: CellSpec) -> CellSpec:
+        """``cell`` with its plugins resolved (a no-op for the cells :func:`run_cells` hands out)."""
+        return resolve_cells([cell], self.registry, self.config)[0]
+
     def scenario(self, cell: CellSpec) -> Scenario:
+        """The cell's prepared scenario; the last one is kept, so the cells of one scenario share it."""
+        cell = self.resolved(cell)
         key = cell.scenario_tuple()
         if self._scenario is None or self._scenario[0] != key:
             self._scenario = None  # free the previous scenario's model first
             try:
                 dataset, fingerprint = self.dataset(cell.dataset)
-                attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
-                attack: Attack = attack_cls(attack_params)
+                attack: Attack = cell.attack.create()
                 victim = resolve_victim(cell.victim)
                 scenario = prepare_scenario(
                     store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=victim,
@@ -316,64 +312,43 @@ class Harness:
 
     # -- one cell
     def run_cell(self, cell: CellSpec) -> dict:
-        record = self.identity(cell)
+        """The cell's record (:mod:`benchmark.schema`): ok with its figures, or failed with its error."""
+        cell = self.resolved(cell)
+        record = cell_identity(cell, self.config, self.runtime)
         try:
             record.update(self._run(cell))
-            record["status"] = "ok"
+            record.update(record_fields(status="ok"))
         except (Exception, SystemExit) as exc:  # a plugin's sys.exit fails its cell, not the run
             where = getattr(exc, "__traceback_text__", None) or traceback.format_exc()
             log.error("cell %s failed: %s", record["cell_id"], exc)
-            record["status"] = "failed"
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            record["traceback"] = where[-4000:]
+            record.update(record_fields(status="failed", error=f"{type(exc).__name__}: {exc}",
+                                        traceback=where[-4000:]))
         record["provenance"]["threads"] = torch.get_num_threads()
-        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record.update(record_fields(finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         return sanitize(record)
 
-    def identity(self, cell: CellSpec) -> dict:
-        return cell_identity(cell, self.config, self.runtime)
-
     def _run(self, cell: CellSpec) -> dict:
-        defense_cls, defense_params = resolved_params(self.registry, "defense", cell.defense, self.config)
-        attack_cls, attack_params = resolved_params(self.registry, "attack", cell.attack, self.config)
-        defense: Defense = defense_cls(defense_params)
+        """An ok record's fields besides the identity (raises when the cell fails)."""
+        defense: Defense = cell.defense.create()
         scenario = self.scenario(cell)
-        before = scenario.attack_meta["metrics"]
-        out = {"attack_params": params_to_dict(attack_params), "defense_params": params_to_dict(defense_params),
-               "attack_version": attack_cls.version, "defense_version": defense.version,
-               "requires": sorted(defense.requires), "scenario_id": scenario.scenario_id,
-               "cacc_before": before["cacc"], "asr_before": before["asr"], "cacc_clean": scenario.clean_meta["cacc"],
-               "asr_clean": scenario.attack_meta["clean_model_metrics"]["asr"],
-               "clean_cost": scenario.clean_meta["cost"],
-               "attack_cost": scenario.attack_meta["cost"], "attack_info": scenario.attack_meta["info"],
-               "poisoned_count": scenario.attack_meta["poisoned_count"], "isolation": self.config.isolation}
-        out.update({f"{k}_before": v for k, v in before.items() if k.endswith("_rate")})
+        out = scenario_fields(cell, scenario, defense, self.config.isolation)
         if detection.handles(defense):  # input detection/correction, data filtering: benchmark.detection
             out.update(detection.run_cell(self, cell, defense, scenario))
             return out
-        out["defense_kind"] = "purification"
 
         # -- the defense, seeing only what it declared
         assets = self._granted_assets(defense, cell, scenario)
         model, aux_models, info, costs = self._purify(defense, cell, scenario, assets)
 
         # -- evaluation of the purified model (and of any auxiliary model, e.g. a teacher)
-        args = (scenario.tokenizer, scenario.splits.test, scenario.triggered_test, scenario.extra_sets,
-                scenario.target_label, cell.budget.max_length, self.runtime)
         with measure.phase("evaluation", self.runtime.device) as eval_cost:
             # unchanged weights score what the backdoored model scored (evaluation is deterministic)
-            metrics = dict(before) if same_weights(model, scenario.backdoored) else evaluate(model, *args)
-            aux = {name: evaluate(aux_model, *args) for name, aux_model in aux_models.items()}
-        out.update(metrics)
-        out["aux"] = aux
-        out["delta_cacc"] = out["cacc_before"] - metrics["cacc"]
-        out["delta_asr"] = out["asr_before"] - metrics["asr"]
-        out["der"] = der(out["cacc_before"], out["asr_before"], metrics["cacc"], metrics["asr"])
-        out["defense_info"] = info
-        out.update({k: costs[k] for k in ("wall_s", "cpu_s", "gpu_s", "peak_gpu_mb", "peak_rss_mb", "device",
-                                          "train_samples", "train_tokens")})
-        out["eval_cost"] = eval_cost.as_dict()
-        out["clean_size"] = len(assets.get("clean_data", ()))
+            metrics = dict(scenario.before) if same_weights(model, scenario.backdoored) else scenario.evaluate(model)
+            aux = {name: scenario.evaluate(aux_model) for name, aux_model in aux_models.items()}
+        out.update(record_fields(metrics, defense_kind="purification", aux=aux, defense_info=info,
+                                 eval_cost=eval_cost.as_dict(), clean_size=len(assets.get("clean_data", ()))))
+        out.update(record_fields(defense_effect(scenario.before, metrics)))
+        out.update(record_fields({key: costs[key] for key in DEFENSE_COSTS}))
         return out
 
     def _granted_assets(self, defense: Defense, cell: CellSpec, scenario: Scenario) -> dict:
@@ -426,16 +401,37 @@ class Harness:
             _clean_dev=examples("clean_dev"), _pretrained=pretrained, _target_label=assets.get("target_label"))
 
 
+# the defense phase's costs as every ok record states them (benchmark.measure.PhaseCost's fields)
+DEFENSE_COSTS = ("wall_s", "cpu_s", "gpu_s", "peak_gpu_mb", "peak_rss_mb", "device", "train_samples", "train_tokens")
+
+
+def scenario_fields(cell: CellSpec, scenario: Scenario, defense: Defense, isolation_mode: str) -> dict:
+    """The fields every ok record carries whatever its defense's kind: the resolved plugins and
+    the scenario's own figures (its models before any defense, the attack's cost)."""
+    return record_fields(
+        {f"{k}_before": v for k, v in scenario.before.items() if k.endswith("_rate")},
+        attack_params=cell.attack.params_dict(), defense_params=cell.defense.params_dict(),
+        attack_version=cell.attack.plugin_class().version, defense_version=defense.version,
+        requires=sorted(defense.requires), scenario_id=scenario.scenario_id,
+        cacc_before=scenario.before["cacc"], asr_before=scenario.before["asr"],
+        cacc_clean=scenario.clean_meta["cacc"], asr_clean=scenario.attack_meta["clean_model_metrics"]["asr"],
+        clean_cost=scenario.clean_meta["cost"], attack_cost=scenario.attack_meta["cost"],
+        attack_info=scenario.attack_meta["info"], poisoned_count=scenario.attack_meta["poisoned_count"],
+        isolation=isolation_mode)
+
+
 def cell_identity(cell: CellSpec, config: HarnessConfig, runtime: Runtime) -> dict:
     """The record's identity fields, ``cell_id`` (a hash of all that determines the cell) and
-    provenance; with ``config.data`` set (:func:`run_cells`), the data set as records name it."""
+    provenance; with ``config.data`` set (:func:`run_cells`), the data set as records name it.
+    ``cell`` is resolved (:func:`validate_cells`): its plugins' ``overrides`` hold the suite's and
+    ``--set``'s values, which the hash covers as given. The hash's input must never change:
+    ``--resume`` of published runs matches these ids."""
     data = config.data_identity(cell.dataset)
     identity = {
         "dataset": data.name if data else cell.dataset, "victim": cell.victim, "attack": cell.attack.name,
         "attack_label": cell.attack.label, "defense": cell.defense.name, "defense_label": cell.defense.label,
         "seed": cell.seed, "budget": cell.budget.as_dict(),
-        "attack_overrides": {**dict(cell.attack.overrides), **config.overrides_for(cell.attack.name)},
-        "defense_overrides": {**dict(cell.defense.overrides), **config.overrides_for(cell.defense.name)},
+        "attack_overrides": dict(cell.attack.overrides), "defense_overrides": dict(cell.defense.overrides),
         "precision": runtime.precision, "device_type": runtime.device.type,
     }
     if data is not None and data.by_content:
@@ -443,9 +439,9 @@ def cell_identity(cell: CellSpec, config: HarnessConfig, runtime: Runtime) -> di
     config_hash = stable_hash(identity)
     record_provenance = provenance(config_hash, runtime.precision, runtime.device.type)
     record_provenance.update(data.provenance() if data else {})
-    return {**{k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
-                                         "defense_label", "seed", "budget")},
-            "cell_id": config_hash, "provenance": record_provenance}
+    return record_fields({k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
+                                                   "defense_label", "seed", "budget")},
+                         cell_id=config_hash, provenance=record_provenance)
 
 
 def failed_record(cell: CellSpec, config: HarnessConfig, error: str) -> dict:
@@ -453,9 +449,19 @@ def failed_record(cell: CellSpec, config: HarnessConfig, error: str) -> dict:
     or its worker died)."""
     runtime = resolve_runtime(config.device, config.precision)
     record = cell_identity(cell, config, runtime)
-    record.update(status="failed", error=error,
-                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    record.update(record_fields(status="failed", error=error,
+                                finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
     return sanitize(record)
+
+
+def warn_if_malformed(record: dict) -> None:
+    """Warn (:class:`~benchmark.schema.RecordSchemaWarning`) about a record that breaks the schema.
+    The record is still written, so no computed cell is lost to a schema bug; the test suite turns
+    the warning into an error."""
+    problems = record_problems(record)
+    if problems:
+        warnings.warn(RecordSchemaWarning(f"record of cell {record.get('cell_id')}: {'; '.join(problems)}"),
+                      stacklevel=2)
 
 
 class _Claims:
@@ -467,7 +473,6 @@ class _Claims:
         self.pending = list(todo)
         self.done = set(done)
         self.held: dict[str, contextlib.ExitStack] = {}
-        self.by_cell: dict[CellSpec, str] = {}
 
     def _finished_elsewhere(self, cell_id: str) -> bool:
         return cell_id in finished_cells(self.out_dir, start=self.start) or cell_id in self.done
@@ -487,7 +492,6 @@ class _Claims:
                     log.info("cell %s was finished by another run; skipped", cell_id)
                     continue
                 self.held[cell_id] = stack
-                self.by_cell[cell] = cell_id
                 yield cell
 
     def release(self, cell_id: str) -> None:
@@ -508,7 +512,7 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     workers load their own registry (:func:`registry_for`), so extra plugins go in ``config.plugins``."""
     registry = registry or registry_for(config)
     isolation.check_isolation(config.isolation)
-    validate_cells(cells, registry, config)
+    cells = validate_cells(cells, registry, config)
     out_dir = Path(out_dir)
     check_writable(out_dir)
     checker = Harness(config, registry)
@@ -527,6 +531,7 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     records = []
     try:
         for record in (executor or LocalExecutor()).run(claims.cells(), config, registry):
+            warn_if_malformed(record)
             append_record(out_dir, record)
             claims.release(record["cell_id"])
             registry.notify_record(record)
@@ -544,10 +549,10 @@ def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Reg
     """What ``bdbench validate`` does: every name, parameter and data set, without training."""
     registry = registry or registry_for(config)
     isolation.check_isolation(config.isolation)
-    validate_cells(cells, registry, config)
+    cells = validate_cells(cells, registry, config)
     for cell in cells:
-        for kind, spec in (("attack", cell.attack), ("defense", cell.defense)):
-            resolved_params(registry, kind, spec, config)
+        for plugin in (cell.attack, cell.defense):
+            plugin.plugin_class()  # a plugin that fails to import fails validation here
     Harness(config, registry).check_inputs(cells)
     if not cells:
         raise BdbenchError("the run has no cells")

@@ -54,7 +54,8 @@ class Splits:
 
 @dataclasses.dataclass
 class Scenario:
-    """A prepared scenario: what every defense cell of it shares."""
+    """A prepared scenario: what every defense cell of it shares. It owns its attack (the plugin
+    instance, resolved once per run) and its evaluation (:meth:`evaluate`)."""
 
     scenario_id: str
     splits: Splits
@@ -64,19 +65,33 @@ class Scenario:
     backdoored: torch.nn.Module
     triggered_test: list[str]  # the non-target test texts with the trigger (ASR's inputs)
     extra_sets: dict[str, list[str]]  # more triggered variants (LWP's single pieces)
-    clean_meta: dict
-    attack_meta: dict
+    clean_meta: dict  # the clean reference model: cacc, cost, train_size
+    attack_meta: dict  # the attack: metrics (the backdoored model's), clean_model_metrics, cost, poisoned_count, info
+    attack: Attack
+    max_length: int  # the budget's, in word-pieces
+    runtime: Runtime
+
+    @property
+    def before(self) -> dict:
+        """The undefended backdoored model's metrics (``cacc``, ``asr``, ``<name>_rate``)."""
+        return self.attack_meta["metrics"]
+
+    def evaluate(self, model: torch.nn.Module) -> dict:
+        """``model``'s CACC on the clean test split, ASR on the triggered test texts and
+        ``<name>_rate`` on the attack's extra sets (the metrics of :mod:`benchmark.metrics`)."""
+        return _score(model, self.tokenizer, self.splits.test, self.triggered_test, self.extra_sets,
+                      self.target_label, self.max_length, self.runtime)
 
 
-def evaluate(model, tokenizer, scenario_splits_test: tuple[Example, ...], triggered: list[str],
-             extra_sets: dict[str, list[str]], target_label: int, max_length: int, runtime: Runtime) -> dict:
-    """CACC on the clean test split (when given), ASR on the triggered texts, ``<name>_rate`` on extras."""
+def _score(model, tokenizer, test: tuple[Example, ...], triggered: list[str], extra_sets: dict[str, list[str]],
+           target_label: int, max_length: int, runtime: Runtime) -> dict:
+    """CACC on ``test`` (when given), ASR on the triggered texts, ``<name>_rate`` on extras."""
     from .encoding import encode
 
     metrics = {}
-    if scenario_splits_test:
-        test = encode(tokenizer, scenario_splits_test, max_length)
-        metrics["cacc"] = clean_accuracy(predict(model, test, runtime), test.labels)
+    if test:
+        encoded = encode(tokenizer, test, max_length)
+        metrics["cacc"] = clean_accuracy(predict(model, encoded, runtime), encoded.labels)
     sets = {"asr": triggered, **{f"{name}_rate": texts for name, texts in extra_sets.items()}}
     for key, texts in sets.items():
         encoded = encode(tokenizer, [Example(t, target_label) for t in texts], max_length)
@@ -113,6 +128,10 @@ def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack:
 def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str, victim: VictimSource,
                      victim_fp: str, tokenizer, pretrained: callable, attack: Attack, seed: int,
                      budget: Budget, runtime: Runtime) -> Scenario:
+    """The scenario of ``attack`` (an instance with its resolved parameters) on ``dataset`` and the
+    victim: its clean reference model and attacked-model artifact are loaded from ``store`` when
+    there, else built and stored under :func:`scenario_keys`. ``pretrained`` gives fresh copies of
+    the victim's pre-trained weights with a head seeded by ``seed``."""
     splits = Splits.limited(dataset, budget, seed)
     clean_key, attack_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime)
     target = budget.target_label
@@ -147,9 +166,9 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
             output = attack.attack(ctx)
         triggered = attack.trigger_texts(nontarget_test, ctx)
         extras = attack.extra_test_sets(nontarget_test, ctx)
-        metrics = evaluate(output.model, tokenizer, splits.test, triggered, extras, target, budget.max_length, runtime)
-        clean_asr = evaluate(clean_copy(), tokenizer, (), triggered, extras, target, budget.max_length,
-                             runtime)  # its CACC is clean_meta's
+        metrics = _score(output.model, tokenizer, splits.test, triggered, extras, target, budget.max_length, runtime)
+        clean_asr = _score(clean_copy(), tokenizer, (), triggered, extras, target, budget.max_length,
+                           runtime)  # its CACC is clean_meta's
         meta = {"metrics": metrics, "clean_model_metrics": clean_asr, "cost": cost.as_dict(),
                 "poisoned_count": output.poisoned_count, "info": output.info,
                 "triggered_test": triggered, "extra_sets": extras}
@@ -160,7 +179,8 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
         model = store.load_model("attacks", attack_key, dataset.num_labels)
     model.eval()
     return Scenario(attack_key, splits, dataset.num_labels, target, tokenizer, model,
-                    attack_meta["triggered_test"], attack_meta["extra_sets"], clean_meta, attack_meta)
+                    attack_meta["triggered_test"], attack_meta["extra_sets"], clean_meta, attack_meta, attack,
+                    budget.max_length, runtime)
 
 
 def _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, clean) -> AttackContext:

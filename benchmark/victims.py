@@ -216,14 +216,3 @@ def clone_model(model):
     """An independent copy (weights and config) of ``model``."""
     return copy.deepcopy(model)
 
-
-def encoder_layers(model) -> torch.nn.ModuleList:
-    """The encoder's layer stack, found generically: the base model's ModuleList with
-    ``config.num_hidden_layers`` entries (BERT, RoBERTa, ELECTRA, DistilBERT ...)."""
-    from .errors import PluginError
-
-    n = model.config.num_hidden_layers
-    for module in model.base_model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise PluginError(f"found no ModuleList of {n} encoder layers in {type(model).__name__}")

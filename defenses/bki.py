@@ -30,8 +30,7 @@ import dataclasses
 import math
 from collections import defaultdict
 
-from benchmark import DataFilter, DefenseContext
-from benchmark.params import hparam
+from benchmark import DataFilter, DefenseContext, hparam
 
 
 class BKI(DataFilter):

@@ -29,8 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from benchmark import DataFilter, DefenseContext, UsageError
-from benchmark.params import hparam
+from benchmark import DataFilter, DefenseContext, UsageError, hparam
 
 
 class CUBE(DataFilter):

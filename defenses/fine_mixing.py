@@ -40,9 +40,16 @@ from typing import Literal
 
 import torch
 
-from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
-from benchmark.params import hparam
-from benchmark.victims import clone_model
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    PluginError,
+    clone_model,
+    hparam,
+    task_head,
+    word_embeddings,
+)
 
 
 class FineMixing(Defense):
@@ -106,9 +113,8 @@ class FineMixing(Defense):
 # --------------------------------------------------------------------------- mixing
 
 def _head_ids(model) -> set[int]:
-    """Parameters outside the base model: the task head, which has no pre-trained counterpart."""
-    base = {id(q) for q in model.base_model.parameters()}
-    return {id(q) for q in model.parameters() if id(q) not in base}
+    """The task head's parameters (outside the base model), which have no pre-trained counterpart."""
+    return {id(q) for _, module in task_head(model) for q in module.parameters()}
 
 
 @torch.no_grad()
@@ -148,8 +154,8 @@ def _normaliser(kind: str, counts: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def e_pur_select(model, pretrained, token_ids, top: int, normaliser: str) -> tuple[list[int], list[float]]:
     """The ``top`` word pieces by drift / g(frequency in ``token_ids``), best first, with scores."""
-    e_b = model.get_input_embeddings().weight.detach().float().cpu()
-    e_p = pretrained.get_input_embeddings().weight.detach().float().cpu()
+    e_b = word_embeddings(model).weight.detach().float().cpu()
+    e_p = word_embeddings(pretrained).weight.detach().float().cpu()
     drift = (e_b - e_p).norm(dim=1)
     counts = torch.zeros(len(drift))
     for token, count in Counter(t for ids in token_ids for t in ids).items():
@@ -166,7 +172,7 @@ def e_pur_reset(model, pretrained, tokens: list[int]) -> None:
     """Reset the embedding rows of ``tokens`` to their pre-trained values."""
     if not tokens:
         return
-    weight = model.get_input_embeddings().weight
-    source = pretrained.get_input_embeddings().weight
+    weight = word_embeddings(model).weight
+    source = word_embeddings(pretrained).weight
     index = torch.tensor(tokens, dtype=torch.long)
     weight[index.to(weight.device)] = source[index.to(source.device)].to(weight.device, weight.dtype)

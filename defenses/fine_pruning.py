@@ -41,12 +41,12 @@ the output of the layer below is computed once per dev batch and replayed (see
 
 Departures: activations are ranked on the clean training subset (the paper uses validation
 data; here dev is kept for the stopping rule so that the two uses stay separate). The pruned
-unit is the FFN neuron, not a convolutional channel. Model access: the layer stack is found as
-the base model's ``ModuleList`` of ``num_hidden_layers`` entries, and the FFN projection as the
-layer's one ``Linear`` with ``intermediate_size`` outputs (BERT's ``intermediate.dense``), in
-:func:`_ffn_projection` only. Under ``joint``, raw mean activations are compared across layers
-(their scales differ: the ranking prunes first where the least active neurons are, which is the
-method's premise); ``per_layer`` is the variant that does not compare scales.
+unit is the FFN neuron, not a convolutional channel. Model access: ``benchmark.encoder_layers``,
+``ffn_projections`` (BERT, RoBERTa, ELECTRA, DeBERTa-v2 ``intermediate.dense``, DistilBERT
+``ffn.lin1``) and ``ffn_activation``, in :func:`_ffn_projection` and :func:`_mean_activations`.
+Under ``joint``, raw mean activations are compared across layers (their scales differ: the
+ranking prunes first where the least active neurons are, which is the method's premise);
+``per_layer`` is the variant that does not compare scales.
 """
 
 from __future__ import annotations
@@ -57,10 +57,17 @@ from typing import Literal
 
 import torch
 
-from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
-from benchmark.encoding import iterate_batches
-from benchmark.params import hparam
-from benchmark.victims import encoder_layers
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    PluginError,
+    encoder_layers,
+    ffn_activation,
+    ffn_projections,
+    hparam,
+    resolve_layers,
+)
 
 
 class FinePruning(Defense):
@@ -82,11 +89,11 @@ class FinePruning(Defense):
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params
-        model.to(ctx.runtime.device).eval()
-        layers = encoder_layers(model)
-        indices = ([_layer_index(p.layer, len(layers), self.name)] if p.scope == "layer"
+        model.eval()
+        layers = encoder_layers(model, self.name)
+        indices = ([resolve_layers([p.layer], len(layers), self.name)[0] - 1] if p.scope == "layer"
                    else list(range(len(layers))))
-        projs = [_ffn_projection(layers[i], model.config) for i in indices]
+        projs = [_ffn_projection(model, i) for i in indices]
         total = sum(proj.out_features for proj in projs)
 
         # -- 1. rank the candidate neurons by mean activation on the clean data (least active first)
@@ -167,23 +174,14 @@ class _PruneOrder:
 # --------------------------------------------------------------------------- model access
 
 
-def _ffn_projection(layer: torch.nn.Module, config) -> torch.nn.Linear:
-    """The FFN's first projection (BERT: ``intermediate.dense``): the one Linear of the layer
-    with ``intermediate_size`` outputs; its activated output is the neuron vector."""
-    found = [m for m in layer.modules()
-             if isinstance(m, torch.nn.Linear) and m.out_features == config.intermediate_size]
-    if len(found) != 1 or found[0].bias is None:
-        raise PluginError(f"fine_pruning: expected one biased Linear with {config.intermediate_size} outputs "
-                          f"in {type(layer).__name__}, found {len(found)}")
-    return found[0]
-
-
-def _layer_index(layer: int, num_layers: int, plugin: str) -> int:
-    if layer == -1:
-        return num_layers - 1
-    if not 1 <= layer <= num_layers:
-        raise PluginError(f"{plugin}: layer {layer} is outside 1..{num_layers} (or -1 for the last)")
-    return layer - 1
+def _ffn_projection(model, index: int) -> torch.nn.Linear:
+    """Encoder layer ``index``'s (0-based) FFN input projection (BERT ``intermediate.dense``,
+    DistilBERT ``ffn.lin1``): its activated output is the neuron vector; it must have a bias."""
+    proj = ffn_projections(model, "fine_pruning")[index]
+    if not isinstance(proj, torch.nn.Linear) or proj.bias is None:
+        raise PluginError(f"fine_pruning: expected a biased Linear as the FFN projection of layer {index + 1}, "
+                          f"found {type(proj).__name__}")
+    return proj
 
 
 # --------------------------------------------------------------------------- the three steps
@@ -192,11 +190,8 @@ def _layer_index(layer: int, num_layers: int, plugin: str) -> int:
 def _mean_activations(model, projs: list[torch.nn.Linear], ctx: DefenseContext, absolute: bool) -> list[torch.Tensor]:
     """Mean activation of each neuron of each projection over the non-padding tokens of the clean
     data, in one pass."""
-    from transformers.activations import ACT2FN
-
-    act = ACT2FN[model.config.hidden_act]
+    act = ffn_activation(model, "fine_pruning")
     totals = [torch.zeros(proj.out_features, dtype=torch.float64) for proj in projs]
-    tokens = 0
     state = {}
 
     def hook_for(total):
@@ -207,13 +202,14 @@ def _mean_activations(model, projs: list[torch.nn.Linear], ctx: DefenseContext, 
             total.add_((a * m).sum((0, 1)).double().cpu())
         return hook
 
+    def forward(model, batch) -> int:
+        state["mask"] = batch["attention_mask"]
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return int(batch["attention_mask"].sum())
+
     handles = [proj.register_forward_hook(hook_for(total)) for proj, total in zip(projs, totals)]
     try:
-        for batch in iterate_batches(ctx.encode(ctx.clean_data), 128, device=ctx.runtime.device):
-            state["mask"] = batch["attention_mask"]
-            tokens += int(batch["attention_mask"].sum())
-            with ctx.runtime.autocast():
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        tokens = sum(ctx.evaluate(model, ctx.clean_data, forward, batch_size=128))
     finally:
         for handle in handles:
             handle.remove()
@@ -261,32 +257,36 @@ def _replay_below(layers: torch.nn.ModuleList, index: int, replay: _Replay):
 
 
 class _DevReplay:
-    """Clean dev accuracy with the layers below the pruned one computed once per batch."""
+    """Clean dev accuracy with the layers below the pruned one computed once per batch (the
+    context's batches come in the same order on every call)."""
 
     def __init__(self, model, layers: torch.nn.ModuleList, index: int, ctx: DefenseContext):
-        self.model, self.layers, self.index, self.runtime = model, layers, index, ctx.runtime
-        self.batches = list(iterate_batches(ctx.encode(ctx.clean_dev), 128, device=ctx.runtime.device))
-        self.below: list = [None] * len(self.batches)
+        self.model, self.layers, self.index, self.ctx = model, layers, index, ctx
+        self.dev = ctx.encode(ctx.clean_dev)
+        self.below: list = []
         if index > 0:
             captured = {}
+
+            def below(model, batch):
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                return captured["out"]
+
             handle = layers[index - 1].register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
             try:
-                with torch.no_grad(), ctx.runtime.autocast():
-                    for k, batch in enumerate(self.batches):
-                        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                        self.below[k] = captured["out"]
+                self.below = ctx.evaluate(model, self.dev, below, batch_size=128)
             finally:
                 handle.remove()
 
-    @torch.no_grad()
     def accuracy(self) -> float:
         replay = _Replay()
-        correct = total = 0
+        stored = iter(self.below)
+
+        def score(model, batch) -> tuple[int, int]:
+            replay.value = next(stored, None)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return int((logits.argmax(-1) == batch["labels"]).sum()), len(batch["labels"])
+
         guard = _replay_below(self.layers, self.index, replay) if self.index > 0 else contextlib.nullcontext()
-        with guard, self.runtime.autocast():
-            for batch, below in zip(self.batches, self.below):
-                replay.value = below
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                correct += int((logits.argmax(-1) == batch["labels"]).sum())
-                total += len(batch["labels"])
-        return correct / max(total, 1)
+        with guard:
+            counts = self.ctx.evaluate(self.model, self.dev, score, batch_size=128)
+        return sum(c for c, _ in counts) / max(sum(n for _, n in counts), 1)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from benchmark import Defense, DefenseContext
-from benchmark.params import hparam
+from benchmark import Defense, DefenseContext, hparam
 
 
 class FineTune(Defense):

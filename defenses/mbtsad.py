@@ -41,7 +41,6 @@ Defaults and their sources. Brief: copies 3, split_rate 0.3, teacher_lr 2e-5, st
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import random
@@ -52,9 +51,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from benchmark import Defense, DefenseContext, DefenseOutput, Example, UsageError
-from benchmark.distill import attention_map_loss, forward_internals, hidden_state_loss, resolve_layers
-from benchmark.params import hparam
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    Example,
+    UsageError,
+    attention_map_loss,
+    forward_pair,
+    hidden_state_loss,
+    hparam,
+    resolve_layers,
+)
 
 Span = tuple[int, int]  # [start, end) character offsets of one token in a text
 
@@ -104,12 +112,9 @@ def token_split(examples: Sequence[Example], rng: random.Random, *, copies: int 
 def distill_terms(student, teacher, batch: dict, layers: Sequence[int], *, attentions: bool = True,
                   hidden: bool = True, distance: Literal["mse", "kl"] = "mse") -> dict[str, torch.Tensor]:
     """L_cls, L_a and L_h on one batch (a switched-off term is a zero tensor, not computed)."""
-    out_s = forward_internals(student, batch, attentions=attentions, hidden_states=hidden)
+    out_s, out_t = forward_pair(student, teacher, batch, attentions=attentions, hidden_states=hidden)
     terms = {"cls": F.cross_entropy(out_s.logits.float(), batch["labels"])}
     zero = terms["cls"].new_zeros(())
-    if attentions or hidden:
-        with torch.no_grad():
-            out_t = forward_internals(teacher, batch, attentions=attentions, hidden_states=hidden)
     mask = batch["attention_mask"]
     terms["attention"] = (attention_map_loss(out_s.attentions, out_t.attentions, mask, layers, distance)
                           if attentions else zero)
@@ -165,12 +170,10 @@ class MBTSAD(Defense):
         augmented = token_split(clean, ctx.rng("token_split"), copies=p.copies, rate=p.split_rate, spans=spans)
 
         # -- 2. retrain a copy of M_b on clean ∪ augmentations -> teacher M_p, then freeze it
-        teacher = copy.deepcopy(model)
-        ctx.finetune(teacher, clean + augmented, lr=p.teacher_lr, epochs=p.teacher_epochs)
-        teacher.eval().requires_grad_(False).to(ctx.runtime.device)
+        teacher = ctx.train_teacher(model, clean + augmented, lr=p.teacher_lr, epochs=p.teacher_epochs)
 
         # -- 3. attention distillation into the student M_b
-        layers = resolve_layers(p.layers, model.config.num_hidden_layers)
+        layers = resolve_layers(p.layers, model.config.num_hidden_layers, self.name)
         log: list[dict[str, float]] = []
 
         def loss_fn(student, batch):

@@ -45,11 +45,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
-from benchmark.distill import activation_attention_loss, attention_map_loss, forward_internals, resolve_layers
-from benchmark.encoding import iterate_batches
-from benchmark.params import hparam
-from benchmark.victims import clone_model
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    PluginError,
+    activation_attention_loss,
+    attention_map_loss,
+    forward_internals,
+    forward_pair,
+    hparam,
+    resolve_layers,
+)
 
 
 class NAD(Defense):
@@ -72,12 +79,10 @@ class NAD(Defense):
         p = self.params
         if p.beta is not None and p.beta < 0:
             raise PluginError(f"{self.name}: beta must be >= 0, got {p.beta}")
-        layers = resolve_layers(p.layers, model.config.num_hidden_layers)
+        layers = resolve_layers(p.layers, model.config.num_hidden_layers, self.name)
 
         # -- 1. the teacher: FT on the clean data, then frozen in eval mode
-        teacher = clone_model(model)
-        ctx.finetune(teacher, ctx.clean_data, lr=p.teacher_lr, epochs=p.teacher_epochs)
-        teacher.eval().requires_grad_(False)
+        teacher = ctx.train_teacher(model, ctx.clean_data, lr=p.teacher_lr, epochs=p.teacher_epochs)
 
         def transfer(student_out, teacher_out, mask) -> torch.Tensor:
             if p.variant == "activation":
@@ -88,6 +93,10 @@ class NAD(Defense):
         def internals(net, batch):
             return forward_internals(net, batch, attentions=p.variant == "attention_map",
                                      hidden_states=p.variant == "activation")
+
+        def pair(student, batch):
+            return forward_pair(student, teacher, batch, attentions=p.variant == "attention_map",
+                                hidden_states=p.variant == "activation")
 
         # -- β: measured magnitudes at step 0 (student = backdoored model, both in eval mode)
         ce0, at0 = _step0_losses(model, teacher, ctx, internals, transfer)
@@ -101,9 +110,7 @@ class NAD(Defense):
 
         # -- 2. the student: CE + β · attention transfer against the frozen teacher
         def loss(student, batch):
-            out_s = internals(student, batch)
-            with torch.no_grad():
-                out_t = internals(teacher, batch)
+            out_s, out_t = pair(student, batch)
             ce = F.cross_entropy(out_s.logits.float(), batch["labels"])
             return ce + beta * transfer(out_s, out_t, batch["attention_mask"])
 
@@ -114,19 +121,19 @@ class NAD(Defense):
         return DefenseOutput(model, aux_models={"teacher": teacher}, info=info)
 
 
-@torch.no_grad()
 def _step0_losses(student, teacher, ctx: DefenseContext, internals, transfer) -> tuple[float, float]:
-    """Mean CE of the student and mean transfer loss, over the clean data, both nets in eval mode."""
-    student.to(ctx.runtime.device).eval()
-    teacher.to(ctx.runtime.device).eval()
+    """Mean CE of the student and mean transfer loss, over the clean data, both nets in eval mode
+    (the teacher is frozen in eval mode already)."""
+    def losses(student, batch) -> tuple[float, float, int]:
+        out_s, out_t = internals(student, batch), internals(teacher, batch)
+        n = len(batch["labels"])
+        return (float(F.cross_entropy(out_s.logits.float(), batch["labels"])) * n,
+                float(transfer(out_s, out_t, batch["attention_mask"])) * n, n)
+
     ce_sum = at_sum = 0.0
     count = 0
-    batch_size = ctx.train_config.batch_size
-    for batch in iterate_batches(ctx.encode(ctx.clean_data), batch_size, device=ctx.runtime.device):
-        with ctx.runtime.autocast():
-            out_s, out_t = internals(student, batch), internals(teacher, batch)
-            n = len(batch["labels"])
-            ce_sum += float(F.cross_entropy(out_s.logits.float(), batch["labels"])) * n
-            at_sum += float(transfer(out_s, out_t, batch["attention_mask"])) * n
+    for ce, at, n in ctx.evaluate(student, ctx.clean_data, losses, batch_size=ctx.train_config.batch_size):
+        ce_sum += ce
+        at_sum += at
         count += n
     return ce_sum / count, at_sum / count

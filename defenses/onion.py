@@ -33,8 +33,7 @@ import math
 
 import torch
 
-from benchmark import DefenseContext, InputCorrector, UsageError
-from benchmark.params import hparam
+from benchmark import DefenseContext, InputCorrector, UsageError, hparam
 
 
 class ONION(InputCorrector):
@@ -60,8 +59,8 @@ class ONION(InputCorrector):
                 f"{str(exc).splitlines()[0] if str(exc) else ''}). ONION needs a causal LM in safetensors: "
                 "a hub id with network access or a filled Hugging Face cache, or a local folder "
                 "(--set onion.lm=PATH)") from None
-        self._lm.to(ctx.runtime.device).eval()
-        self._device = ctx.runtime.device
+        ctx.to_device(self._lm).eval()
+        self._to_device = ctx.to_device
         self._context = getattr(self._lm.config, "n_positions", None) or getattr(
             self._lm.config, "max_position_embeddings", 1024)
         self.info = {"lm": self.params.lm}
@@ -87,10 +86,11 @@ class ONION(InputCorrector):
             for row, i in enumerate(batch):
                 ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
                 mask[row, :len(encoded[i])] = 1
-            logits = self._lm(input_ids=ids.to(self._device), attention_mask=mask.to(self._device)).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(self._device),
+            ids, mask = self._to_device(ids), self._to_device(mask)
+            logits = self._lm(input_ids=ids, attention_mask=mask).logits.float()
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:],
                                                     reduction="none")  # [batch, width-1]
-            keep = mask[:, 1:].to(self._device).float()  # this text's own tokens only, never padding
+            keep = mask[:, 1:].float()  # this text's own tokens only, never padding
             mean = (nll * keep).sum(1) / keep.sum(1)
             for row, i in enumerate(batch):
                 out[i] = float(torch.exp(mean[row]))

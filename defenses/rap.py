@@ -37,13 +37,11 @@ with ``--set rap.rap_word=...`` (the defender cannot know the trigger, so the pa
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
 
-from benchmark import DefenseContext, InputDetector, UsageError
-from benchmark.params import hparam
+from benchmark import DefenseContext, Example, InputDetector, UsageError, clone_model, hparam, word_embeddings
 
 
 class RAP(InputDetector):
@@ -81,11 +79,11 @@ class RAP(InputDetector):
         if not construct:
             raise ValueError("rap: no clean dev sample of the target label to construct the perturbation on")
         # -- a private copy: only its RAP row changes; the protected model is never touched
-        rap_model = copy.deepcopy(model).to(ctx.runtime.device)
+        rap_model = ctx.to_device(clone_model(model))
         rap_model.eval()
         for parameter in rap_model.parameters():
             parameter.requires_grad_(False)
-        embeddings = rap_model.get_input_embeddings().weight
+        embeddings = word_embeddings(rap_model).weight
         embeddings.requires_grad_(True)
         norm = embeddings.data[word_id].norm()
         base = ctx.probabilities(model, construct)[:, target]  # p(y_t | x): fixed, from the protected model
@@ -96,9 +94,9 @@ class RAP(InputDetector):
             rng.shuffle(order)
             for start in range(0, len(order), self.params.batch_size):
                 batch = order[start:start + self.params.batch_size]
-                enc = ctx.tokenizer(self._with_word([construct[i] for i in batch]), truncation=True,
-                                    max_length=ctx.max_length, padding=True, return_tensors="pt").to(ctx.runtime.device)
-                probs = torch.softmax(rap_model(**enc).logits.float(), -1)[:, target]
+                enc = ctx.batch([Example(text, target) for text in self._with_word([construct[i] for i in batch])])
+                logits = rap_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+                probs = torch.softmax(logits.float(), -1)[:, target]
                 delta = probs - base[batch].to(probs.device)
                 loss = (self.params.scale * torch.relu(delta - self.params.delta_high).mean()
                         + torch.relu(self.params.delta_low - delta).mean())

@@ -20,9 +20,9 @@ Fine-tuning: the shared defense recipe (methods.md E2). Requirements: a class de
 records still list the declaration). Default: ``top_k`` with k = 3 of MiniLM's 6 layers, reset to
 θ_Pre (methods.md B5 lists k ∈ {1, 3, 6}).
 
-Model access: the layer stack is the base model's ModuleList of ``num_hidden_layers`` entries and
-the pooler is ``base_model.pooler`` when the architecture has one (BERT); the head is every
-parameter outside ``base_model``.
+Model access (``benchmark.architecture``): the layer stack is ``encoder_layers``, the pooler is
+the base model's when the architecture has one (BERT; DeBERTa-v2's context pooler belongs to its
+task head), the head is every module outside ``base_model`` (``task_head``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ from typing import Literal
 
 import torch
 
-from benchmark import Defense, DefenseContext, DefenseOutput, PluginError
-from benchmark.params import hparam
-from benchmark.victims import encoder_layers
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    PluginError,
+    encoder_layers,
+    hparam,
+    pooler,
+    redraw,
+    reinit_head,
+    task_head,
+)
 
 
 class Reinit(Defense):
@@ -60,7 +69,7 @@ class Reinit(Defense):
         elif p.mode == "head":
             info["reset"] = reset_head(model, generator)
         else:
-            layers = encoder_layers(model)
+            layers = encoder_layers(model, self.name)
             if not 1 <= p.k <= len(layers):
                 raise PluginError(f"{self.name}: k must be in 1..{len(layers)}, got {p.k}")
             source = ctx.pretrained_model() if p.to == "pretrained" else None
@@ -69,36 +78,20 @@ class Reinit(Defense):
         return DefenseOutput(model, info=info)
 
 
-@torch.no_grad()
-def _redraw(module: torch.nn.Module, std: float, generator: torch.Generator) -> None:
-    """The BERT init scheme on ``module``'s Linear and LayerNorm sub-modules."""
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.Linear):
-            sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator) * std)
-            if sub.bias is not None:
-                sub.bias.zero_()
-        elif isinstance(sub, torch.nn.LayerNorm):
-            sub.weight.fill_(1.0)
-            sub.bias.zero_()
-
-
 def _head_modules(model) -> list[tuple[str, torch.nn.Module]]:
     """The task head's top-level modules (outside ``base_model``) and the pooler, by name."""
-    base = model.base_model
-    out = [(name, m) for name, m in model.named_children() if m is not base and any(True for _ in m.parameters())]
-    pooler = getattr(base, "pooler", None)
-    if pooler is not None:
-        out.append(("pooler", pooler))
-    return out
+    base_pooler = pooler(model)
+    return task_head(model) + ([("pooler", base_pooler)] if base_pooler is not None else [])
 
 
 def reset_head(model, generator: torch.Generator) -> list[str]:
     """Re-draw the task head and the pooler in place; returns the module names reset."""
-    std = getattr(model.config, "initializer_range", 0.02)
-    heads = _head_modules(model)
-    for _, module in heads:
-        _redraw(module, std, generator)
-    return [name for name, _ in heads]
+    names = reinit_head(model, generator)
+    base_pooler = pooler(model)
+    if base_pooler is not None:
+        redraw(base_pooler, generator, getattr(model.config, "initializer_range", 0.02))
+        names.append("pooler")
+    return names
 
 
 @torch.no_grad()
@@ -106,21 +99,21 @@ def reset_top(model, k: int, source, generator: torch.Generator) -> list[str]:
     """Reset the top ``k`` encoder layers and the pooler to ``source``'s (θ_Pre) or, when
     ``source`` is None, to random init; the task head is always re-drawn."""
     std = getattr(model.config, "initializer_range", 0.02)
-    layers = encoder_layers(model)
+    layers = encoder_layers(model, "reinit")
     names = []
     if source is not None:
-        src_layers, src_pooler = encoder_layers(source), getattr(source.base_model, "pooler", None)
+        src_layers, src_pooler = encoder_layers(source, "reinit"), pooler(source)
     for i in range(len(layers) - k, len(layers)):
         if source is not None:
             layers[i].load_state_dict(src_layers[i].state_dict())
         else:
-            _redraw(layers[i], std, generator)
+            redraw(layers[i], generator, std)
         names.append(f"layer{i + 1}")
-    pooler = getattr(model.base_model, "pooler", None)
+    base_pooler = pooler(model)
     for name, module in _head_modules(model):
-        if module is pooler and source is not None and src_pooler is not None:
+        if module is base_pooler and source is not None and src_pooler is not None:
             module.load_state_dict(src_pooler.state_dict())
         else:
-            _redraw(module, std, generator)
+            redraw(module, generator, std)
         names.append(name)
     return names

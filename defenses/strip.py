@@ -35,8 +35,7 @@ import random
 
 import torch
 
-from benchmark import DefenseContext, InputDetector
-from benchmark.params import hparam
+from benchmark import DefenseContext, InputDetector, hparam
 
 
 class STRIP(InputDetector):

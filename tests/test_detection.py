@@ -12,8 +12,7 @@ from benchmark import DataFilter, Defense, InputDetector, ThreatModelError
 from benchmark.detection import auroc, detection_metrics, filter_metrics
 from benchmark.plugin import threshold_for_frr
 from benchmark.registry import Registry
-
-from helpers import run
+from benchmark.testing import run
 
 
 class LengthDetector(InputDetector):
@@ -94,8 +93,7 @@ def test_purification_context_never_has_poisoned_train(make_defense_ctx):
 @pytest.mark.parametrize("isolation", ["process", "none"])
 def test_detector_and_filter_records(tmp_path, tiny_victim_dir, isolation):
     from benchmark.runner import HarnessConfig, run_cells
-
-    from helpers import cells
+    from benchmark.testing import cells
 
     registry = registry_with(LengthDetector, ProbeFilter)
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation=isolation)
@@ -184,3 +182,19 @@ def test_leaderboard_sections_and_rankings_per_kind():
     assert [r.label for r in rankings["input detection"]] == ["rap", "strip"]  # by AUROC, not DER
     headers, _ = ranking_table(rankings["input detection"], "input detection")
     assert headers[3:6] == ["mean AUROC ↑", "mean FRR ↓", "mean FAR ↓"]
+
+
+@pytest.mark.parametrize("attack", ["ep", "lwp"])
+def test_data_filter_against_an_attack_without_a_recipe_poisoned_set_fails_clearly(tmp_path, tiny_victim_dir,
+                                                                                   attack):
+    """EP poisons weights; LWP trains with its own layerwise loss: retraining the kept samples with the
+    scenario's recipe would not reproduce either, so the cell fails with one clear error."""
+    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.testing import cells
+
+    config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none")
+    [record] = run_cells(cells(tiny_victim_dir, attacks=(attack,), defenses=("filter_probe",)), config,
+                         tmp_path / "out", registry=registry_with(ProbeFilter))
+    assert record["status"] == "failed"
+    assert record["error"].startswith("UsageError: data filters need an attack that trains the victim")
+    assert repr(attack) in record["error"]

@@ -11,8 +11,7 @@ import pytest
 from benchmark.errors import UsageError
 from benchmark.executors import LocalExecutor, PooledExecutor, ProcessExecutor, make_executor
 from benchmark.runner import HarnessConfig, run_cells
-
-from helpers import cells
+from benchmark.testing import cells
 
 COMPARED = ("cell_id", "status", "cacc", "asr", "cacc_before", "asr_before", "cacc_clean", "der", "scenario_id")
 

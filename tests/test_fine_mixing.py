@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import ThreatModelError
-from benchmark.victims import clone_model
+from benchmark import ThreatModelError, clone_model
 from defenses.fine_mixing import FineMixing, e_pur_reset, e_pur_select, mix_weights
 
 REQUIRES = FineMixing.requires

@@ -8,8 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark import DefenseOutput, ThreatModelError
-from benchmark.victims import clone_model, encoder_layers
+from benchmark import DefenseOutput, ThreatModelError, clone_model, encoder_layers
 from defenses.fine_pruning import (
     FinePruning,
     _DevReplay,
@@ -32,7 +31,7 @@ def trained(tiny_model, make_defense_ctx):
 
 
 def pruned_rows(model, layer_index):
-    proj = _ffn_projection(encoder_layers(model)[layer_index], model.config)
+    proj = _ffn_projection(model, layer_index)
     return ((proj.weight == 0).all(1) & (proj.bias == 0)).nonzero().flatten().tolist()
 
 
@@ -64,7 +63,7 @@ def test_stopping_rule_keeps_the_last_ratio_within_tolerance(trained, make_defen
 def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
-    proj = _ffn_projection(encoder_layers(model)[-1], model.config)
+    proj = _ffn_projection(model, model.config.num_hidden_layers - 1)
     (scores,) = _mean_activations(model, [proj], ctx, absolute=False)
     info = FinePruning(FinePruning.Params(**LAST, tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
     assert sorted(pruned_rows(model, info["layer"] - 1)) == sorted(torch.argsort(scores)[:16].tolist())
@@ -73,7 +72,7 @@ def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
 def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
     short, long = demo_small.train[0], max(demo_small.train[:60], key=lambda ex: len(ex.text))
     model = trained
-    proj = _ffn_projection(encoder_layers(model)[-1], model.config)
+    proj = _ffn_projection(model, model.config.num_hidden_layers - 1)
     (alone,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
     (both,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
     (solo_long,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
@@ -87,7 +86,7 @@ def test_joint_scope_prunes_the_least_active_neurons_of_every_layer_together(tra
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
     layers = encoder_layers(model)
-    projs = [_ffn_projection(layer, model.config) for layer in layers]
+    projs = [_ffn_projection(model, i) for i in range(len(layers))]
     scores = torch.cat(_mean_activations(model, projs, ctx, absolute=False))
     params = FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)
     info = FinePruning(params).purify(model, ctx).info
@@ -104,7 +103,7 @@ def test_per_layer_scope_prunes_the_same_share_of_each_layer(trained, make_defen
     ctx = make_defense_ctx(REQUIRES)
     params = FinePruning.Params(scope="per_layer", tolerance=1.0, step=0.25, max_ratio=0.5, epochs=1)
     out = FinePruning(params).purify(trained, ctx)
-    n = _ffn_projection(encoder_layers(out.model)[0], out.model.config).out_features
+    n = _ffn_projection(out.model, 0).out_features
     assert out.info["pruned_per_layer"] == [n // 2, n // 2]
     assert [len(pruned_rows(out.model, i)) for i in range(2)] == [n // 2, n // 2]
 
@@ -114,7 +113,7 @@ def test_cached_dev_accuracy_equals_full_evaluation(trained, make_defense_ctx, l
     ctx = make_defense_ctx(REQUIRES)
     model = trained.eval()
     layers = encoder_layers(model)
-    proj = _ffn_projection(layers[layer], model.config)
+    proj = _ffn_projection(model, layer)
     original = (proj.weight.detach().clone(), proj.bias.detach().clone())
     dev = _DevReplay(model, layers, layer, ctx)
     for pruned in ([], list(range(0, 64, 2)), list(range(60))):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import DefenseOutput, ThreatModelError
-from benchmark.victims import clone_model
+from benchmark import DefenseOutput, ThreatModelError, clone_model
 from defenses.nad import NAD
 
 

@@ -12,8 +12,7 @@ from benchmark.demo import NEGATIVE, POSITIVE, SUBJECTS
 from benchmark.records import read_records
 from benchmark.runner import Harness, HarnessConfig, run_cells
 from benchmark.scenario import dataset_fingerprint
-
-from helpers import cells
+from benchmark.testing import cells
 
 NEUTRAL = ["long", "slow", "quiet", "busy", "new", "old", "short", "loud"]
 CLASSES = {"negative": NEGATIVE, "neutral": NEUTRAL, "positive": POSITIVE}

@@ -13,9 +13,8 @@ from defenses.rap import RAP
 
 @pytest.fixture(scope="module")
 def trained(tiny_victim_dir, tiny_tokenizer, cpu_fp32):
+    from benchmark.testing import FAST_RECIPE
     from benchmark.victims import load_classifier
-
-    from conftest import FAST_RECIPE
 
     data = make_demo(1, n_train=200, n_dev=400, n_test=400)
     model = load_classifier(tiny_victim_dir, 2)

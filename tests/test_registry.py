@@ -6,8 +6,7 @@ import pytest
 from benchmark import Defense, hookimpl
 from benchmark.errors import PluginError, UsageError
 from benchmark.registry import Registry, default_registry, read_registry_toml
-
-from helpers import run
+from benchmark.testing import run
 
 TOY_PLUGIN = '''
 import dataclasses

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import ThreatModelError
-from benchmark.victims import clone_model
+from benchmark import ThreatModelError, clone_model
 from defenses.reinit import Reinit, reset_head, reset_top
 
 REQUIRES = Reinit.requires

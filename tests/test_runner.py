@@ -4,8 +4,7 @@ import pytest
 
 from benchmark.errors import ThreatModelError, UsageError
 from benchmark.records import append_record, finished_cells, read_records
-
-from helpers import run
+from benchmark.testing import run
 
 REQUIRED = ["dataset", "victim", "attack", "attack_params", "defense", "defense_params", "seed", "cacc", "asr",
             "cacc_before", "asr_before", "cacc_clean", "der", "wall_s", "cpu_s", "gpu_s", "peak_gpu_mb",

@@ -5,9 +5,8 @@ import torch
 
 from benchmark.encoding import batch_order, collate, encode
 from benchmark.errors import TrainingError
+from benchmark.testing import FAST_RECIPE
 from benchmark.training import TrainConfig, train
-
-from conftest import FAST_RECIPE
 
 
 def test_dynamic_padding_and_length_groups(tiny_tokenizer, demo_small):
@@ -150,7 +149,7 @@ def test_non_finite_loss_found_in_a_group_names_its_step():
 
 
 def test_attention_maps_leave_the_models_attention_implementation(tiny_model, tiny_tokenizer, demo_small):
-    from benchmark.distill import forward_internals
+    from benchmark import forward_internals
 
     model = tiny_model()
     implementation = model.config._attn_implementation

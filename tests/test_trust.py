@@ -18,9 +18,9 @@ from benchmark.demo import make_demo
 from benchmark.records import RecordsError, append_record, finished_cells, read_records
 from benchmark.registry import Registry
 from benchmark.store import ArtifactStore
+from benchmark.testing import cells, run
 
 from conftest import REPO
-from helpers import cells, run
 
 
 def registry_with(*classes) -> Registry:
@@ -220,7 +220,7 @@ def test_two_runs_of_one_grid_on_one_out_do_each_cell_once(tmp_path, tiny_victim
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]
-        from helpers import run
+        from benchmark.testing import run
         from pathlib import Path
         run(Path({str(tmp_path)!r}), {str(tiny_victim_dir)!r}, resume=True,
             defenses=("none", "finetune", "fine_pruning", "nad"))

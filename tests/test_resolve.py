@@ -1,0 +1,97 @@
+"""Plugins resolved once per run and carried on the cell; cell and scenario ids that never change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import Budget, PluginSpec, suite_from_toml
+from benchmark.errors import PluginError, UsageError
+from benchmark.registry import Registry, default_registry, read_registry_toml
+from benchmark.resolve import ResolvedPlugin, resolve_cells
+from benchmark.runner import CellSpec, HarnessConfig, cell_identity, expand, validate_cells
+from benchmark.runtime import Runtime
+from benchmark.scenario import scenario_keys
+from benchmark.victims import resolve_victim
+
+REPO = Path(__file__).resolve().parent.parent
+CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
+SET_EPOCHS = (("finetune", (("epochs", "1"),)),)  # --set finetune.epochs=1
+
+
+def pinned_cell() -> CellSpec:
+    return CellSpec("demo", "all-minilm-l6-v2", PluginSpec("badnets", "badnets", (("poison_rate", 0.2),)),
+                    PluginSpec("finetune", "finetune-short", (("lr", 5e-4),)), 0, Budget(train_limit=100))
+
+
+def test_set_values_reach_the_plugin_as_typed_params_once():
+    calls = []
+    registry = default_registry()
+    original = registry.get
+
+    def counting(kind, name):
+        calls.append((kind, name))
+        return original(kind, name)
+
+    registry.get = counting
+    config = HarnessConfig(store_dir="unused", overrides=SET_EPOCHS)
+    cells = [pinned_cell(), dataclasses.replace(pinned_cell(), seed=1)]
+    resolved = resolve_cells(cells, registry, config)
+    assert sorted(calls) == [("attack", "badnets"), ("defense", "finetune")]  # once per configured plugin
+    defense = resolved[0].defense
+    assert isinstance(defense, ResolvedPlugin) and defense is resolved[1].defense
+    assert defense.params.epochs == 1 and defense.params.lr == 5e-4  # the --set string, coerced once
+    assert dict(defense.overrides) == {"lr": 5e-4, "epochs": "1"}  # as given: what the cell id hashes
+    assert defense.create().params is defense.params
+    assert resolve_cells(resolved, registry, config) == resolved  # resolving again changes nothing
+
+
+def test_a_bad_set_value_is_a_usage_error_naming_plugin_and_key():
+    config = HarnessConfig(store_dir="unused", overrides=(("finetune", (("epochs", "many"),)),))
+    with pytest.raises(UsageError, match="finetune.epochs: cannot read .many."):
+        validate_cells([pinned_cell()], default_registry(), config)
+
+
+def test_a_plugin_that_fails_to_import_fails_only_its_cells():
+    registry = Registry()
+    registry.load_builtins()
+
+    def broken():
+        raise ImportError("no module named ghost_dependency")
+
+    registry.add("defense", "ghost", "test:ghost", broken)
+    cell = CellSpec("demo", "v", PluginSpec("badnets", "badnets"), PluginSpec("ghost", "ghost"), 0, Budget())
+    [resolved] = validate_cells([cell], registry, HarnessConfig(store_dir="unused"))
+    assert resolved.attack.cls is not None and resolved.defense.cls is None
+    with pytest.raises(PluginError, match="ghost_dependency"):
+        resolved.defense.create()
+
+
+def test_cell_and_scenario_ids_are_pinned():
+    """These ids were computed before plugins were resolved on the cell: resuming published runs
+    depends on them never changing."""
+    config = HarnessConfig(store_dir="unused", overrides=SET_EPOCHS)
+    [resolved] = resolve_cells([pinned_cell()], default_registry(), config)
+    assert cell_identity(resolved, config, CPU_FP32)["cell_id"] == "c8129431d8a738bc"
+    plain = HarnessConfig(store_dir="unused")
+    assert cell_identity(pinned_cell(), plain, CPU_FP32)["cell_id"] == "592c2f8c80c50b4e"
+    keys = scenario_keys("data-fp", resolve_victim("all-minilm-l6-v2"), "victim-fp", resolved.attack.create(), 0,
+                         Budget(train_limit=100), CPU_FP32)
+    assert keys == ("02147d171e9f6e5c", "a850e48fe071387e")
+
+
+def test_the_published_records_ids_follow_from_the_suites():
+    """``bdbench run --suite paper ... --resume`` recognises every published cell."""
+    published = [json.loads(line) for line in (REPO / "results" / "records.jsonl").read_text().splitlines() if line]
+    table = read_registry_toml()
+    config = HarnessConfig(store_dir="unused")
+    cells = resolve_cells([c for name in table["suites"] for c in expand(suite_from_toml(name, table))],
+                          default_registry(), config)
+    runtimes = {(r["provenance"]["device_type"], r["provenance"]["precision"]) for r in published}
+    ids = {cell_identity(c, config, Runtime(torch.device(device), precision))["cell_id"]
+           for device, precision in runtimes for c in cells}
+    assert [r["cell_id"] for r in published if r["cell_id"] not in ids] == []
