@@ -319,7 +319,7 @@ CASES = [
                                                train_tsv="id\treview\tlabel\n1\tgood\n", test_tsv=GOOD_OWN),
          ("mine/train.tsv:2: expected 3 tab-separated fields as in the header, found 2",)),
     Case("own-field-on-registered-data", run_args("--text-field", "review"),
-         ("--text-field name the columns of a folder or hf:ID data set", "(demo) are registered ones")),
+         ("--text-field name the columns of a folder or hf:ID data set", "(demo-reviews) are registered ones")),
     Case("own-field-empty", run_args("--label-field", " "), ("--label-field: expected a column name, got ' '",)),
     Case("own-hub-offline", offline_hub,
          ("hf:no-such-owner/no-such-set: cannot load 'no-such-owner/no-such-set' from the Hugging Face hub",
