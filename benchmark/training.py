@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import kernels, measure
 from .encoding import EncodedSet, batch_order, collate
 from .errors import EvaluationError, TrainingError
-from .runtime import Runtime, return_freed_memory
+from .runtime import Runtime
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 OptimizerFactory = Callable[[list[tuple[str, torch.nn.Parameter]], "TrainConfig"], torch.optim.Optimizer]
@@ -87,7 +87,6 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     """
     if len(data) == 0:
         raise TrainingError("cannot train on an empty data set")
-    return_freed_memory()  # large freed tensors go back to the OS (benchmark.runtime)
     model.to(runtime.device)
     model.train()
     torch.manual_seed(seed)

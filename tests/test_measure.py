@@ -78,20 +78,6 @@ def test_phase_peak_rss_is_the_phases_own_not_the_process_history():
     assert light.peak_rss_mb <= measure.current_rss_mb() + 40
 
 
-def test_freed_large_tensors_leave_the_resident_set():
-    import sys
-
-    from benchmark.runtime import return_freed_memory
-
-    if not (sys.platform.startswith("linux") and return_freed_memory()):
-        pytest.skip("needs glibc")
-    before = measure.current_rss_mb()
-    for size in (48, 96, 24, 64):  # freed blocks of growing size would raise glibc's default threshold
-        x = torch.ones(size * 2**18)  # size MiB
-        del x
-    assert measure.current_rss_mb() < before + 40
-
-
 def test_a_phase_logs_its_start_and_end_when_no_progress_bar_is_shown(caplog):
     import logging
 
