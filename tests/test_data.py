@@ -13,8 +13,8 @@ from benchmark.data import (
     resolve_spec,
 )
 from benchmark.demo import make_demo
-from benchmark.reviews import SHAPES, make_reviews
 from benchmark.errors import DataError, UsageError
+from benchmark.reviews import SHAPES, make_reviews
 
 
 def write(path, text):
