@@ -193,7 +193,6 @@ class Harness:
         self._data_folders: set[str] = set()  # folders of the data sets read (hidden from sandboxed defenses)
         self._tokenizers: dict[str, object] = {}
         self._victim_fps: dict[str, str] = {}
-        self._pretrained: dict[tuple[str, int], torch.nn.Module] = {}
         self._scenario: tuple[tuple, Scenario | BaseException] | None = None
         self._defense_server = isolation.DefenseServer()
         weakref.finalize(self, self._defense_server.close)
@@ -252,15 +251,14 @@ class Harness:
 
     def pretrained_loader(self, victim: str, num_labels: int, seed: int) -> Callable[[], torch.nn.Module]:
         """Fresh copies of the victim's pre-trained weights; the new head is seeded by ``seed``. The
-        weights are read on the first call (a cached scenario whose defenses do not ask for them
-        never reads them) and kept for the next."""
-        key = (victim, num_labels)
+        weights are read from the victim's files at every call, never kept: reading them takes
+        less time than copying a model in memory, and a copy kept for later would stay resident
+        through every training phase (a cached scenario whose defenses do not ask for them never
+        reads them)."""
 
         def load() -> torch.nn.Module:
-            if key not in self._pretrained:
-                self._pretrained[key] = load_classifier(resolve_victim(victim).location, num_labels,
-                                                        allow_pickle=self.config.allow_pickle, new_head=True)
-            model = clone_model(self._pretrained[key])
+            model = load_classifier(resolve_victim(victim).location, num_labels,
+                                    allow_pickle=self.config.allow_pickle, new_head=True)
             reinit_head(model, torch.Generator().manual_seed(seed))  # a head that depends on the seed only
             return model
 

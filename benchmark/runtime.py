@@ -1,5 +1,15 @@
 """Where and how tensors run: device and precision, resolved once per run.
 
+**Kernel caches.** On a CPU, bf16 matrix products run through oneDNN, and torch's oneDNN layer
+(ideep) and oneDNN itself each keep the kernels they built, keyed by tensor shape: 1024 entries
+each by default. Length-grouped batches give nearly every step new shapes, so both caches fill
+with kernels for lengths the loop may never see again: most of a training phase's growth in
+resident memory (results/README.md, "Speed and memory", gives the figures).
+:func:`bound_kernel_caches` sets both to 128 entries before the first kernel is built
+(``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, ``LRU_CACHE_CAPACITY``; values a user has set win): room
+for the kernels of the last few batch lengths, which consecutive length-grouped batches reuse. No cache at all saved more memory but rebuilt every kernel at every step, which
+cost time. The numbers do not change: a kernel built again computes what the cached one did.
+
 glibc's allocator is left at its defaults. A fixed 128 KiB mmap threshold (every large tensor
 mapped on its own and returned on free) lowered a training phase's peak RSS by about 370 MB but
 made training 1.7x slower: each step's activations came from freshly mapped, zero-filled pages
@@ -12,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 from typing import Literal
 
 import torch
@@ -30,6 +41,19 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+# Entries of oneDNN's primitive cache and of ideep's LRU cache; see the module docstring and
+# results/README.md ("Speed and memory") for the A/B behind these values.
+KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}
+
+
+def bound_kernel_caches() -> None:
+    """Set the kernel-cache capacities of :data:`KERNEL_CACHES` for this process and the
+    processes it starts, unless already set. Both libraries read them when they build their
+    first kernel, so this must run before any matrix product; later calls change nothing."""
+    for name, value in KERNEL_CACHES.items():
+        os.environ.setdefault(name, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +76,9 @@ class Runtime:
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """``auto`` picks CUDA when present, and bf16 autocast where the hardware runs it natively."""
+    """``auto`` picks CUDA when present, and bf16 autocast where the hardware runs it natively.
+    Also bounds the CPU kernel caches (:func:`bound_kernel_caches`)."""
+    bound_kernel_caches()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

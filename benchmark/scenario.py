@@ -24,7 +24,7 @@ from .plugin import Attack, AttackContext
 from .runtime import Runtime
 from .store import ArtifactStore
 from .training import predict
-from .victims import VictimSource, clone_model
+from .victims import VictimSource
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -136,7 +136,6 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
     clean_key, attack_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime)
     target = budget.target_label
     nontarget_test = [ex.text for ex in splits.test if ex.label != target]
-    clean_model_cache: dict[str, torch.nn.Module] = {}
 
     # -- the clean reference model (also EP's starting point)
     def build_clean():
@@ -147,14 +146,12 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
         acc = ctx.accuracy(model, splits.test)
         return model, {"cacc": acc, "cost": cost.as_dict(), "train_size": len(splits.train)}
 
-    clean_model, clean_meta = store.get_or_build("clean", clean_key, build_clean)
-    if clean_model is not None:
-        clean_model_cache["model"] = clean_model
+    clean_meta = store.get_or_build("clean", clean_key, build_clean)[1]  # the built model is not kept
 
     def clean_copy() -> torch.nn.Module:
-        if "model" not in clean_model_cache:
-            clean_model_cache["model"] = store.load_model("clean", clean_key, dataset.num_labels)
-        return clone_model(clean_model_cache["model"])
+        # read from the store at each call, never kept: a copy kept here would stay resident
+        # through the attack's training (reading takes less time than copying in memory)
+        return store.load_model("clean", clean_key, dataset.num_labels)
 
     # -- the attack: backdoored model, test-time trigger, before-defense metrics
     ctx = _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained,

@@ -106,3 +106,16 @@ def test_unknown_executor_and_bad_workers_are_usage_errors():
         make_executor("slurm")
     with pytest.raises(UsageError, match="--workers must be at least 1"):
         make_executor("process", workers=0)
+
+
+def test_the_attack_trains_with_no_other_model_resident(tmp_path, tiny_victim_dir):
+    """Memory: the harness holds neither the pre-trained weights nor the clean reference model
+    while the attack trains (both are read from disk when asked for), so the attack's phase
+    holds only the model it trains. Counted in a fresh worker process."""
+    config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none",
+                           plugins=(("attack", "trust_plugins:CountingBadNets"),))
+    [record] = run_cells(cells(tiny_victim_dir, attacks=("counting_badnets",)), config, tmp_path / "out",
+                         executor=ProcessExecutor(workers=1, threads=1))
+    assert record["status"] == "ok", record.get("error")
+    info = record["attack_info"]
+    assert (len(info["models_at_start"]), len(info["models_at_end"])) == (0, 1), info

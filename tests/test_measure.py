@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from benchmark import measure
-from benchmark.runtime import resolve_runtime
+from benchmark.runtime import KERNEL_CACHES, cpu_has_bf16, resolve_runtime
 
 
 def test_cpu_phase_measures_wall_cpu_rss_and_leaves_gpu_empty():
@@ -86,3 +90,47 @@ def test_a_phase_logs_its_start_and_end_when_no_progress_bar_is_shown(caplog):
             pass
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0] == "evaluation: started" and messages[1].startswith("evaluation: done in ")
+
+
+def test_runtime_bounds_kernel_caches_unless_the_user_set_them(monkeypatch):
+    for name in KERNEL_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")  # a user's own choice wins
+    resolve_runtime("cpu", "fp32")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == KERNEL_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    assert os.environ["LRU_CACHE_CAPACITY"] == "512"
+
+
+_TRAIN_TINY_BF16 = """
+import hashlib, sys, tempfile
+import torch
+from benchmark import testing
+from benchmark.encoding import encode
+from benchmark.runtime import Runtime
+from benchmark.training import TrainConfig, train
+folder = testing.tiny_victim(tempfile.mkdtemp())
+tokenizer = testing.tiny_tokenizer()
+data = encode(tokenizer, testing.demo_dataset(n_train=96).train, 64)
+model = testing.model_factory(folder)()
+train(model, data, TrainConfig(epochs=1, batch_size=8), Runtime(torch.device("cpu"), "bf16"), seed=3)
+digest = hashlib.sha256()
+for name, tensor in sorted(model.state_dict().items()):
+    digest.update(name.encode()); digest.update(tensor.contiguous().numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 products run through oneDNN only where the CPU has bf16 units")
+def test_bounded_kernel_caches_train_the_same_weights():
+    """Kernels rebuilt instead of cached compute the same numbers: bf16 training of a tiny
+    victim (batches of many lengths) ends in bit-identical weights with torch's default caches
+    and with the bounded ones."""
+    def trained_weights(**env) -> str:
+        environ = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES} | env
+        done = subprocess.run([sys.executable, "-c", _TRAIN_TINY_BF16], env=environ, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
+    assert trained_weights(**KERNEL_CACHES) == trained_weights(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024",
+                                                               LRU_CACHE_CAPACITY="1024")

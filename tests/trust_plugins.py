@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from attacks.badnets import BadNets
 from benchmark import Defense, DefenseContext, DefenseOutput
 
 PEEK_ENV = "TRUST_PEEK_DIRS"  # folders, os.pathsep-separated, that Peek tries to list
@@ -138,3 +139,26 @@ class KillWorker(Defense):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def live_models() -> list[str]:
+    """Class names of the whole models alive in this process."""
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    models = [obj for obj in gc.get_objects() if isinstance(obj, PreTrainedModel)]
+    inner = {id(sub) for model in models for sub in model.modules() if sub is not model}
+    return [type(m).__name__ for m in models if id(m) not in inner]  # whole models, not their encoders
+
+
+class CountingBadNets(BadNets):
+    """BadNets that reports how many models the process holds as its attack starts and ends:
+    the harness keeps no pre-trained or clean copy through the attack's training."""
+
+    name = "counting_badnets"
+
+    def attack(self, ctx):
+        before = live_models()
+        output = super().attack(ctx)
+        output.info.update(models_at_start=before, models_at_end=live_models())
+        return output
