@@ -1,14 +1,15 @@
 """Where and how tensors run: device and precision, resolved once per run.
 
 **Kernel caches.** On a CPU, bf16 matrix products run through oneDNN, and torch's oneDNN layer
-(ideep) and oneDNN itself each keep the kernels they built, keyed by tensor shape: 1024 entries
-each by default. Length-grouped batches give nearly every step new shapes, so both caches fill
+(ideep) and oneDNN itself each keep the kernels they built, keyed by tensor shape (oneDNN keeps
+1024 by default). Length-grouped batches give nearly every step new shapes, so both caches fill
 with kernels for lengths the loop may never see again: most of a training phase's growth in
 resident memory (results/README.md, "Speed and memory", gives the figures).
 :func:`bound_kernel_caches` sets both to 128 entries before the first kernel is built
 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, ``LRU_CACHE_CAPACITY``; values a user has set win): room
-for the kernels of the last few batch lengths, which consecutive length-grouped batches reuse. No cache at all saved more memory but rebuilt every kernel at every step, which
-cost time. The numbers do not change: a kernel built again computes what the cached one did.
+for the kernels of the last few batch lengths, which consecutive length-grouped batches reuse.
+No cache at all saved more memory but rebuilt every kernel at every step, which cost time. The
+numbers do not change: a kernel built again computes what the cached one did.
 
 glibc's allocator is left at its defaults. A fixed 128 KiB mmap threshold (every large tensor
 mapped on its own and returned on free) lowered a training phase's peak RSS by about 370 MB but
