@@ -13,7 +13,10 @@ interpreter, torch, models loaded earlier). It is not the process's lifetime pea
 follows a hungrier one reports its own, lower figure. On Linux it is read from the kernel's
 high-water mark (``VmHWM``), which is reset to the current RSS at the start of every phase by
 writing ``5`` to ``/proc/self/clear_refs``; every reset and every phase end first folds the mark
-reached so far into all open phases, so nested phases stay exact. Where the mark cannot be reset
+reached so far into all open phases, so nested phases stay exact. Before the reset, garbage is
+collected and, under glibc, ``malloc_trim(0)`` hands freed heap pages back to the kernel: glibc
+keeps memory an earlier phase freed (an attack's activations, say) resident, and without the trim
+that history would be counted as the new phase's peak. Where the mark cannot be reset
 (no ``/proc``, or a kernel that refuses the write), a thread samples the RSS every 10 ms instead,
 which can miss a spike shorter than that.
 """
@@ -21,7 +24,10 @@ which can miss a spike shorter than that.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -107,6 +113,28 @@ class _HighWaterMark:
 _HWM = _HighWaterMark()
 
 
+def _glibc_malloc_trim():
+    """glibc's ``malloc_trim``, or None under another C library (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _glibc_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_free_memory() -> None:
+    """Collect garbage and return the C heap's free pages to the kernel, so that the resident set
+    holds what is alive rather than what earlier work freed (module docstring)."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def current_rss_mb() -> float:
     try:
         with open("/proc/self/statm", encoding="ascii") as handle:
@@ -157,6 +185,7 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
         start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start_event.record()
     sampler = None
+    release_free_memory()
     if not _HWM.open(id(cost)):
         sampler = _RssSampler()
         sampler.start()

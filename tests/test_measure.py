@@ -82,6 +82,29 @@ def test_phase_peak_rss_is_the_phases_own_not_the_process_history():
     assert light.peak_rss_mb <= measure.current_rss_mb() + 40
 
 
+_FREED_HEAP = """
+import sys, torch
+from benchmark import measure
+pins, freed = [], []
+for _ in range(3000):  # 64 KiB blocks come from the heap, below glibc's mmap threshold
+    freed.append(torch.ones(16 * 1024))
+    pins.append(torch.ones(16))  # a live block after each keeps the freed ones from coalescing away
+held = measure.current_rss_mb()
+del freed
+with measure.phase("after") as after:
+    pass
+print(held, after.peak_rss_mb)
+"""
+
+
+@pytest.mark.skipif(measure._MALLOC_TRIM is None, reason="glibc's malloc_trim is not available")
+def test_heap_an_earlier_phase_freed_is_not_counted_in_the_next_phase():
+    """glibc keeps freed heap resident; a phase that follows must not report it as its own peak."""
+    out = subprocess.run([sys.executable, "-c", _FREED_HEAP], capture_output=True, text=True, check=True)
+    held, after = map(float, out.stdout.split())
+    assert after < held - 150  # 3000 x 64 KiB = 188 MiB were freed before the phase began
+
+
 def test_a_phase_logs_its_start_and_end_when_no_progress_bar_is_shown(caplog):
     import logging
 
