@@ -174,12 +174,15 @@ class MBTSAD(Defense):
 
         # -- 3. attention distillation into the student M_b
         layers = resolve_layers(p.layers, model.config.num_hidden_layers, self.name)
-        log: list[dict[str, float]] = []
+        first: dict[str, torch.Tensor] = {}
+        last: dict[str, torch.Tensor] = {}  # kept on the device, read once at the end: no host sync per step
 
         def loss_fn(student, batch):
             terms = distill_terms(student, teacher, batch, layers, attentions=p.alpha > 0, hidden=p.beta > 0,
                                   distance=p.distance)
-            log.append({k: float(v.detach()) for k, v in terms.items()})
+            last.update({k: v.detach() for k, v in terms.items()})
+            if not first:
+                first.update(last)
             return terms["cls"] + p.alpha * terms["attention"] + p.beta * terms["hidden"]
 
         data = clean + augmented if p.distill_data == "augmented" else clean
@@ -187,4 +190,5 @@ class MBTSAD(Defense):
             ctx.finetune(model, data, loss_fn=loss_fn, lr=p.student_lr, epochs=p.student_epochs)
         return DefenseOutput(model, aux_models={"teacher": teacher}, info={
             "clean_size": len(clean), "augmented_size": len(augmented), "distill_size": len(data),
-            "loss_first": log[0], "loss_last": log[-1]})
+            "loss_first": {k: float(v) for k, v in first.items()},
+            "loss_last": {k: float(v) for k, v in last.items()}})

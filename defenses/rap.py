@@ -105,12 +105,12 @@ class RAP(InputDetector):
                 with torch.no_grad():
                     row = embeddings[word_id] - self.params.lr * embeddings.grad[word_id]
                     embeddings[word_id] = row * (norm / row.norm())
-                last = float(loss.detach())
+                last = loss.detach()  # read once, after the loop: no host sync per step on CUDA
         embeddings.grad = None
         embeddings.requires_grad_(False)
         self._rap_model = rap_model
         self.info = {"construct_size": len(construct), "calibration_inputs": len(self._calibration),
-                     "final_loss": last}
+                     "final_loss": float(last)}
 
     def calibration_scores(self, model, ctx: DefenseContext) -> list[float]:
         return self.score(model, self._calibration, ctx)
