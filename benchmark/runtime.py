@@ -5,7 +5,7 @@
 1024 by default). Length-grouped batches give nearly every step new shapes, so both caches fill
 with kernels for lengths the loop may never see again: most of a training phase's growth in
 resident memory (results/README.md, "Speed and memory", gives the figures).
-:func:`bound_kernel_caches` sets both to 128 entries before the first kernel is built
+:func:`bound_kernel_caches` sets both to 64 entries before the first kernel is built
 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, ``LRU_CACHE_CAPACITY``; values a user has set win): room
 for the kernels of the last few batch lengths, which consecutive length-grouped batches reuse.
 No cache at all saved more memory but rebuilt every kernel at every step, which cost time. The
@@ -46,7 +46,7 @@ def cpu_has_bf16() -> bool:
 
 # Entries of oneDNN's primitive cache and of ideep's LRU cache; see the module docstring and
 # results/README.md ("Speed and memory") for the A/B behind these values.
-KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}
+KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
 
 
 def bound_kernel_caches() -> None:
