@@ -148,7 +148,7 @@ def test_bounded_kernel_caches_train_the_same_weights():
     """Kernels rebuilt instead of cached compute the same numbers: bf16 training of a tiny
     victim (batches of many lengths) ends in bit-identical weights with large caches and with
     none (every kernel rebuilt at every use; ideep's smallest working capacity is 1). A tiny
-    run never fills the bounded 64 entries, so only the no-cache run exercises rebuilding."""
+    run never fills the bounded 16 entries, so only the no-cache run exercises rebuilding."""
     def trained_weights(**env) -> str:
         environ = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES} | env
         done = subprocess.run([sys.executable, "-c", _TRAIN_TINY_BF16], env=environ, capture_output=True,
