@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import logging
@@ -116,8 +115,7 @@ _HWM = _HighWaterMark()
 def _glibc_malloc_trim():
     """glibc's ``malloc_trim``, or None under another C library (musl, macOS, Windows)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the symbols the process already has: its C library's
     except (OSError, AttributeError, TypeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int

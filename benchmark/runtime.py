@@ -10,8 +10,8 @@ resident memory (results/README.md, "Speed and memory", gives the figures).
 kernels of the current batch shape and its neighbours, which the forward and backward passes of
 a step and the next length-grouped batches reuse. No cache at all rebuilt every kernel at every
 use, which cost 12–25% of the time; 16 to 128 entries differed by at most a few percent, inside
-the runs' noise, and fewer held less.
-The numbers do not change: a kernel built again computes what the cached one did.
+the runs' noise, and fewer held less. The numbers do not change: a kernel built again computes
+what the cached one did.
 
 glibc's allocator is left at its defaults. A fixed 128 KiB mmap threshold (every large tensor
 mapped on its own and returned on free) lowered a training phase's peak RSS by about 370 MB but
