@@ -15,7 +15,9 @@ log = logging.getLogger("benchmark")
 
 # the command-line options that set budget fields, named in error messages
 BUDGET_OPTIONS = {"train_limit": "--train-limit", "test_limit": "--test-limit", "max_length": "--max-length",
-                  "clean_fraction": "--clean-fraction", "victim_training.epochs": "--epochs"}
+                  "clean_fraction": "--clean-fraction", "victim_training.epochs": "--epochs",
+                  "victim_training.max_batch_tokens": "--max-batch-tokens",
+                  "defense_training.max_batch_tokens": "--max-batch-tokens"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +49,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="truncation length in word-pieces")
     p.add_argument("--clean-fraction", type=float, help="defender's clean share of the training set")
     p.add_argument("--epochs", type=int, help="victim training epochs")
+    p.add_argument("--max-batch-tokens", type=int,
+                   help="memory: run training batches above this many padded tokens as micro-batches "
+                        "accumulated into one optimiser step (victim and defense training)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
@@ -103,12 +108,15 @@ def _suite_from_args(args):
                       if v is not None}
     if args.epochs is not None:
         budget_changes["victim_training"] = {"epochs": args.epochs}
+    if args.max_batch_tokens is not None:
+        budget_changes.setdefault("victim_training", {})["max_batch_tokens"] = args.max_batch_tokens
+        budget_changes["defense_training"] = {"max_batch_tokens": args.max_batch_tokens}
     return suite.with_changes(attacks=args.attack, defenses=args.defense, budget_changes=budget_changes,
                               budget_labels=BUDGET_OPTIONS, **fields)
 
 
 GRID_OPTIONS = ("dataset", "victim", "attack", "defense", "seeds", "train_limit", "test_limit", "max_length",
-                "clean_fraction", "epochs")
+                "clean_fraction", "epochs", "max_batch_tokens")
 
 
 def _grid_name(args, suite) -> str:

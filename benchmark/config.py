@@ -58,7 +58,10 @@ class Budget:
             check_train_config(getattr(self, name), f"budget.{name}")
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for name in ("victim_training", "defense_training"):
+            out[name] = getattr(self, name).as_dict()
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +126,7 @@ class Suite:
 
 # the values a training recipe accepts (TrainConfig's fields; max_grad_norm 0 turns clipping off)
 TRAIN_RANGES = {"epochs": "[1, )", "lr": "(0, )", "batch_size": "[1, )", "warmup_ratio": "[0, 1]",
-                "weight_decay": "[0, )", "max_grad_norm": "[0, )"}
+                "weight_decay": "[0, )", "max_grad_norm": "[0, )", "max_batch_tokens": "[1, )"}
 
 
 def check_train_config(config: TrainConfig, where: str, labels: Mapping[str, str] | None = None) -> None:

@@ -116,7 +116,7 @@ def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack:
     clean_identity = {
         "dataset": dataset_fp, "victim": victim.name, "victim_content": victim_fp, "seed": seed,
         "train_limit": budget.train_limit, "test_limit": budget.test_limit, "max_length": budget.max_length,
-        "victim_training": dataclasses.asdict(budget.victim_training), "precision": runtime.precision,
+        "victim_training": budget.victim_training.as_dict(), "precision": runtime.precision,
         "device": runtime.device.type,
     }
     clean_key = stable_hash(clean_identity)

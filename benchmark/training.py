@@ -51,9 +51,23 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 turns clipping off
     group_by_length: bool = True
     schedule: Literal["linear", "constant"] = "linear"  # linear: warm-up then decay to 0; constant: lr throughout
+    # A memory setting, not a change of recipe: a batch holding more padded tokens than this
+    # (its size × its longest sequence) runs as equal micro-batches whose losses, each weighted by
+    # its share of the batch's samples, accumulate into the batch's one optimiser step. None: whole
+    # batches. For a loss that is a mean over samples the step's gradient is the same up to
+    # summation order; dropout draws differ, so a value other than None gives other numbers.
+    max_batch_tokens: int | None = None
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        """The recipe's fields; ``max_batch_tokens`` only when set, so that the cache keys and
+        cell ids of runs without it are those they had before it existed."""
+        out = dataclasses.asdict(self)
+        if out["max_batch_tokens"] is None:
+            del out["max_batch_tokens"]
+        return out
 
 
 @dataclasses.dataclass
@@ -132,16 +146,22 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
                 order = batch_order(lengths, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
                                     seed=seed * 1000 + epoch)
                 for indices in measure.progress(order, desc=f"train epoch {epoch + 1}/{config.epochs}"):
-                    # -- one step: forward under autocast, backward, clip, step
-                    batch = collate(data, indices)
-                    batch = {k: (v.pin_memory() if pin else v).to(runtime.device, non_blocking=True)
-                             for k, v in batch.items()}
-                    with runtime.autocast():
-                        loss = loss_fn(model, batch)
-                    unchecked.append((stats.steps, epoch, loss.detach()))
+                    # -- one step: forward under autocast and backward per micro-batch, clip, step
+                    step_loss = None
+                    for part in micro_batches(indices, lengths, config.max_batch_tokens):
+                        batch = collate(data, part)
+                        batch = {k: (v.pin_memory() if pin else v).to(runtime.device, non_blocking=True)
+                                 for k, v in batch.items()}
+                        with runtime.autocast():
+                            loss = loss_fn(model, batch)
+                        if len(part) != len(indices):
+                            loss = loss * (len(part) / len(indices))
+                        loss.backward()
+                        step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+                        del loss, batch
+                    unchecked.append((stats.steps, epoch, step_loss))
                     if len(unchecked) >= check_every:
                         _check_finite(unchecked)
-                    loss.backward()
                     if config.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
                     optimizer.step()
@@ -162,7 +182,7 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
                 with torch.no_grad():
                     on_epoch_end(model, epoch + 1)
                 model.train()
-        last = unchecked[-1][2] if unchecked else loss.detach()
+        last = unchecked[-1][2] if unchecked else step_loss
         _check_finite(unchecked)
         stats.final_loss = float(last)
     finally:
@@ -170,6 +190,25 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
             p.requires_grad_(was_trainable[id(p)])
         model.eval()
     return stats
+
+
+def micro_batches(indices: list[int], lengths, max_tokens: int | None) -> list[list[int]]:
+    """``indices`` as one batch, or, when its padded size (count × longest length) exceeds
+    ``max_tokens``, as the fewest equal parts (sizes differing by at most one, order kept) that
+    each hold at most ``max_tokens`` padded tokens where one sample alone does."""
+    if max_tokens is None or len(indices) <= 1:
+        return [indices]
+    longest = max(lengths[i] for i in indices)
+    if len(indices) * longest <= max_tokens:
+        return [indices]
+    parts = min(len(indices), math.ceil(len(indices) / max(1, max_tokens // longest)))
+    size, extra = divmod(len(indices), parts)
+    out, start = [], 0
+    for k in range(parts):
+        end = start + size + (k < extra)
+        out.append(indices[start:end])
+        start = end
+    return out
 
 
 def _check_finite(unchecked: list[tuple[int, int, torch.Tensor]]) -> None:

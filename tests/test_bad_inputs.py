@@ -231,6 +231,8 @@ CASES = [
     Case("epochs-zero", run_args("--epochs", "0"), ("--epochs: expected a value at least 1, got 0",)),
     Case("epochs-negative", run_args("--epochs", "-3"), ("--epochs", "at least 1")),
     Case("epochs-not-a-number", run_args("--epochs", "two"), ("--epochs", "invalid int value: 'two'")),
+    Case("max-batch-tokens-zero", run_args("--max-batch-tokens", "0"),
+         ("--max-batch-tokens: expected a value at least 1, got 0",)),
     Case("max-length-zero", run_args("--max-length", "0"), ("--max-length: expected a value at least 16, got 0",)),
     Case("max-length-negative", run_args("--max-length", "-5"), ("--max-length", "at least 16")),
     Case("max-length-beyond-positions", run_args("--max-length", "4096"),
@@ -343,6 +345,8 @@ CASES = [
          ("registry.toml [suites.bad].train_limit: expected a value at least 1, got 0",)),
     Case("suite-training-out-of-range", with_suite("[suites.bad.victim_training]\nepochs = 0"),
          ("[suites.bad].victim_training.epochs: expected a value at least 1, got 0",)),
+    Case("suite-micro-batch-out-of-range", with_suite("[suites.bad.defense_training]\nmax_batch_tokens = 0"),
+         ("[suites.bad].defense_training.max_batch_tokens: expected a value at least 1, got 0",)),
     Case("suite-seeds-negative", with_suite("seeds = [-2]"), ("[suites.bad].seeds: expected a value in [0",)),
     Case("suite-unknown-key", with_suite("epochs = 3"), ("[suites.bad]: unknown keys ['epochs']",)),
     # -- records files

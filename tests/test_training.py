@@ -6,7 +6,7 @@ import torch
 from benchmark.encoding import batch_order, collate, encode
 from benchmark.errors import TrainingError
 from benchmark.testing import FAST_RECIPE
-from benchmark.training import TrainConfig, train
+from benchmark.training import TrainConfig, micro_batches, train
 
 
 def test_dynamic_padding_and_length_groups(tiny_tokenizer, demo_small):
@@ -172,3 +172,38 @@ def test_on_epoch_end_sees_each_epoch_without_changing_the_run(tiny_model, tiny_
     train(plain, data, recipe, cpu_fp32, seed=0)
     assert seen == [(1, False, False), (2, False, False), (3, False, False)]
     assert all(torch.equal(a, b) for a, b in zip(watched.state_dict().values(), plain.state_dict().values()))
+
+
+def test_micro_batches_split_evenly_in_order_within_the_token_budget():
+    lengths = [10] * 7 + [40]
+    indices = list(range(8))
+    assert micro_batches(indices, lengths, None) == [indices]
+    assert micro_batches(indices, lengths, 8 * 40) == [indices]  # fits: one pass
+    parts = micro_batches(indices, lengths, 100)  # 2 samples of the longest per pass -> 4 parts of 2
+    assert parts == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert all(len(p) * 40 <= 100 for p in parts)
+    assert [len(p) for p in micro_batches(indices, lengths, 120)] == [3, 3, 2]  # sizes differ by one at most
+    assert micro_batches(indices, lengths, 10) == [[i] for i in indices]  # one sample is the floor
+
+
+def test_micro_batched_step_equals_the_whole_batch_step(tiny_model, tiny_tokenizer, demo_small, cpu_fp32):
+    """Without dropout, accumulating sample-weighted micro-batch losses gives the whole batch's
+    gradient up to summation order: the weights after an epoch agree to float precision."""
+    data = encode(tiny_tokenizer, demo_small.train[:48], 64)
+    longest = max(data.lengths)
+    states = []
+    for budget in (None, 4 * longest):  # batches of 16 run as 4+ passes
+        model = tiny_model()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        train(model, data, TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_batch_tokens=budget), cpu_fp32, seed=3)
+        states.append(model.state_dict())
+    whole, split = states
+    assert all(torch.allclose(whole[k], split[k], atol=1e-5) for k in whole)
+    assert not all(torch.equal(whole[k], split[k]) for k in whole)  # it did split (summation order differs)
+
+
+def test_max_batch_tokens_is_keyed_only_when_set():
+    assert "max_batch_tokens" not in TrainConfig().as_dict()  # cell ids of runs without it unchanged
+    assert TrainConfig(max_batch_tokens=1024).as_dict()["max_batch_tokens"] == 1024
