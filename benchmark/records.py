@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +164,26 @@ def sanitize(value):
     if isinstance(value, list | tuple):
         return [sanitize(v) for v in value]
     return value
+
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_FRAME_FILE = re.compile(r'File "([^"]+)"')
+
+
+def portable_traceback(text: str) -> str:
+    """``text`` (a formatted traceback) without this machine's folders, so that records can be
+    published: a file under the project is named from the project's root, a file of an installed
+    package from its ``site-packages`` folder, any other absolute path by its last two parts."""
+    root = str(_PROJECT_ROOT) + os.sep
+
+    def short(match: re.Match) -> str:
+        path = match.group(1)
+        if path.startswith(root):
+            path = path[len(root):]
+        elif "site-packages" + os.sep in path:
+            path = path[path.index("site-packages" + os.sep):]
+        elif os.path.isabs(path):
+            path = os.path.join("...", *Path(path).parts[-2:])
+        return f'File "{path}"'
+
+    return _FRAME_FILE.sub(short, text)

@@ -42,7 +42,8 @@ from .metrics import defense_effect
 from .params import params_to_dict
 from .plugin import Attack, Defense, DefenseContext, DefenseOutput
 from .provenance import provenance
-from .records import append_record, check_writable, claim_cell, finished_cells, records_end, sanitize
+from .records import (append_record, check_writable, claim_cell, finished_cells, portable_traceback, records_end,
+                      sanitize)
 from .registry import Registry, default_registry
 from .resolve import ResolvedPlugin, resolve_cells
 from .runtime import Runtime, resolve_runtime
@@ -320,7 +321,7 @@ class Harness:
             where = getattr(exc, "__traceback_text__", None) or traceback.format_exc()
             log.error("cell %s failed: %s", record["cell_id"], exc)
             record.update(record_fields(status="failed", error=f"{type(exc).__name__}: {exc}",
-                                        traceback=where[-4000:]))
+                                        traceback=portable_traceback(where)[-4000:]))
         record["provenance"]["threads"] = torch.get_num_threads()
         record.update(record_fields(finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         return sanitize(record)

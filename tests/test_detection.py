@@ -198,3 +198,5 @@ def test_data_filter_against_an_attack_without_a_recipe_poisoned_set_fails_clear
     assert record["status"] == "failed"
     assert record["error"].startswith("UsageError: data filters need an attack that trains the victim")
     assert repr(attack) in record["error"]
+    assert 'File "benchmark/detection.py"' in record["traceback"]  # named from the project's root
+    assert 'File "/' not in record["traceback"]  # no machine paths in a publishable record

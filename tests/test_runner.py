@@ -71,3 +71,17 @@ def test_append_is_atomic_lines(tmp_path):
     assert [r["cell_id"] for r in read_records(tmp_path)] == ["0", "1", "2"]
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in lines[:3])
+
+
+def test_portable_traceback_drops_machine_folders():
+    from benchmark.records import _PROJECT_ROOT, portable_traceback
+
+    text = (f'  File "{_PROJECT_ROOT}/benchmark/runner.py", line 3, in run_cell\n'
+            '  File "/opt/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line 9, in _call\n'
+            '  File "/usr/lib/python3.11/threading.py", line 1, in run\n'
+            '  File "<string>", line 1, in <module>\n')
+    assert portable_traceback(text) == (
+        '  File "benchmark/runner.py", line 3, in run_cell\n'
+        '  File "site-packages/torch/nn/modules/module.py", line 9, in _call\n'
+        '  File ".../python3.11/threading.py", line 1, in run\n'
+        '  File "<string>", line 1, in <module>\n')
