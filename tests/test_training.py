@@ -6,7 +6,7 @@ import torch
 from benchmark.encoding import batch_order, collate, encode
 from benchmark.errors import TrainingError
 from benchmark.testing import FAST_RECIPE
-from benchmark.training import TrainConfig, micro_batches, train
+from benchmark.training import TrainConfig, cross_entropy_loss, micro_batches, train
 
 
 def test_dynamic_padding_and_length_groups(tiny_tokenizer, demo_small):
@@ -191,15 +191,25 @@ def test_micro_batched_step_equals_the_whole_batch_step(tiny_model, tiny_tokeniz
     gradient up to summation order: the weights after an epoch agree to float precision."""
     data = encode(tiny_tokenizer, demo_small.train[:48], 64)
     longest = max(data.lengths)
-    states = []
-    for budget in (None, 4 * longest):  # batches of 16 run as 4+ passes
+    states, passes = [], []
+    for budget in (None, 4 * longest):  # the batch holding the longest sequence runs as 4 passes
         model = tiny_model()
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-        train(model, data, TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_batch_tokens=budget), cpu_fp32, seed=3)
+        calls = []
+
+        def counted(model, batch, calls=calls):
+            calls.append(len(batch["labels"]))
+            return cross_entropy_loss(model, batch)
+
+        train(model, data, TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_batch_tokens=budget), cpu_fp32, seed=3,
+              loss_fn=counted)
         states.append(model.state_dict())
+        passes.append(calls)
     whole, split = states
+    assert passes[0] == [16, 16, 16]  # one pass per batch without a budget
+    assert len(passes[1]) > 3 and sum(passes[1]) == 48  # more passes than batches, every sample once
     assert all(torch.allclose(whole[k], split[k], atol=1e-5) for k in whole)
     assert not all(torch.equal(whole[k], split[k]) for k in whole)  # it did split (summation order differs)
 
