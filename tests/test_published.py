@@ -4,7 +4,8 @@ Each folder under ``results/`` and ``runs/`` that holds a ``records.jsonl`` is r
 a temporary folder and compared with what is committed: the Markdown, CSV and HTML tables (the
 page with its embedded plot images cut out) always, the plots themselves only under the matplotlib
 version that rendered them (``results/README.md`` names it; another version draws the same data
-with other bytes). ``ablation.md`` is compared with ``scripts/ablation_table.py``'s output.
+with other bytes). ``ablation.md`` and ``claim.md`` are compared with the output of their scripts
+(``scripts/ablation_table.py``, ``scripts/claim_table.py``).
 """
 
 from __future__ import annotations
@@ -44,12 +45,24 @@ def test_a_published_leaderboard_rerenders_byte_for_byte(folder, tmp_path):
             assert rendered[key].read_bytes() == (folder / rendered[key].name).read_bytes(), rendered[key].name
 
 
-@pytest.mark.parametrize("folder", [f for f in PUBLISHED if (f / "ablation.md").exists()],
+TABLES = {"ablation.md": ("ablation_table.py", "tables"), "claim.md": ("claim_table.py", "table")}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "scripts" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_claim_table_is_published():
+    assert (REPO / "results" / "claim.md").exists() and (REPO / "results" / "mbtsad-diagnosis" / "ablation.md").exists()
+
+
+@pytest.mark.parametrize("table", [folder / name for folder in PUBLISHED for name in TABLES if (folder / name).exists()],
                          ids=lambda p: str(p.relative_to(REPO)))
-def test_a_published_ablation_table_rerenders_byte_for_byte(folder):
-    spec = importlib.util.spec_from_file_location("ablation_table", REPO / "scripts" / "ablation_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    lines = (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()
-    assert script.tables([json.loads(line) for line in lines if line.strip()]) == \
-        (folder / "ablation.md").read_text(encoding="utf-8")
+def test_a_published_table_of_a_script_rerenders_byte_for_byte(table):
+    script, function = TABLES[table.name]
+    lines = (table.parent / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert getattr(load_script(script), function)(records) == table.read_text(encoding="utf-8")
