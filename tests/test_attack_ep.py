@@ -4,6 +4,7 @@ accumulated-gradient step, and the test-time rule puts one trigger per 100-word 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -128,3 +129,26 @@ def test_multi_piece_trigger_is_refused(attack_ctx):
     EP().check(attack_ctx)
     with pytest.raises(UsageError, match="single word-piece"):
         EP(EP.Params(trigger="zzyzx")).check(attack_ctx)
+
+
+def test_fine_tuning_on_clean_data_leaves_the_trigger_row_where_ep_put_it(tiny_model, tiny_tokenizer, demo_small,
+                                                                          cpu_fp32):
+    """Why every defense that only fine-tunes on clean data leaves EP in place: a word the clean
+    data never holds gets no gradient, so its embedding row moves only by AdamW's weight decay,
+    even at MBTSAD's student lr 5e-4 (the published finetune-5e-4 cells on SST-2, where `cf`
+    never occurs, keep ASR ≈ 1)."""
+    from benchmark.training import TrainConfig, train
+
+    data = encode(tiny_tokenizer, demo_small.train[:64], 64)
+    seen = {int(i) for ids in data.input_ids for i in ids}
+    trigger = EP().trigger_id(tiny_tokenizer)
+    assert trigger not in seen
+    model = tiny_model()
+    weight = model.get_input_embeddings().weight
+    before = weight.detach().clone()
+    train(model, data, TrainConfig(epochs=2, lr=5e-4, batch_size=16, weight_decay=0.01), cpu_fp32, seed=0)
+    after = weight.detach()
+    moved = (after - before).norm(dim=1) / before.norm(dim=1)
+    steps = 2 * math.ceil(64 / 16)
+    assert moved[trigger] <= 1 - (1 - 5e-4 * 0.01) ** steps + 1e-6  # weight decay's shrink, nothing more
+    assert moved[sorted(seen)].median() > 100 * moved[trigger]  # the rows the clean data holds do move
