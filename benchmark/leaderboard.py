@@ -474,8 +474,10 @@ def _budget_text(budget: dict) -> str:
     for key, name in (("victim_training", "victim"), ("defense_training", "defense")):
         recipe = budget.get(key) or {}
         if recipe:
+            micro = recipe.get("max_batch_tokens")
             parts.append(f"{name} training lr {recipe.get('lr')}, {recipe.get('epochs')} epochs, "
-                         f"batch {recipe.get('batch_size')}")
+                         f"batch {recipe.get('batch_size')}"
+                         + (f" (micro-batches of at most {micro} tokens)" if micro is not None else ""))
     known = {"train_limit", "dev_limit", "test_limit", "clean_fraction", "max_length", "victim_training",
              "defense_training"}
     parts += [f"{k} {budget[k]}" for k in sorted(budget) if k not in known]

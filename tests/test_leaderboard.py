@@ -172,3 +172,14 @@ def test_concurrent_renders_of_one_folder_never_crash(tmp_path):
     expected = (tmp_path / "leaderboard.md").read_bytes()
     render_leaderboard(tmp_path)
     assert (tmp_path / "leaderboard.md").read_bytes() == expected
+
+
+def test_the_budget_line_names_micro_batches_only_where_a_recipe_sets_them():
+    from benchmark.leaderboard import _budget_text
+
+    recipe = {"lr": 2e-5, "epochs": 2, "batch_size": 32}
+    plain = _budget_text({"victim_training": recipe, "defense_training": recipe})
+    assert "micro-batches" not in plain and "victim training lr 2e-05, 2 epochs, batch 32" in plain
+    micro = _budget_text({"victim_training": dict(recipe, max_batch_tokens=1024), "defense_training": recipe})
+    assert "victim training lr 2e-05, 2 epochs, batch 32 (micro-batches of at most 1024 tokens)" in micro
+    assert micro.count("micro-batches") == 1
