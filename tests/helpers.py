@@ -1,7 +1,11 @@
 """The integration tests' budget (the fast budget and the one-call runner of harness-level tests
-are in :mod:`benchmark.testing`)."""
+are in :mod:`benchmark.testing`), and the loader of the project's ``scripts/``."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 from benchmark.config import Budget
 from benchmark.training import TrainConfig
@@ -13,3 +17,14 @@ from benchmark.training import TrainConfig
 # with the session's ``integration_store`` each scenario is trained once.
 INTEGRATION_BUDGET = Budget(train_limit=1000, test_limit=400, max_length=64,
                             victim_training=TrainConfig(epochs=4, lr=1e-4, batch_size=32, warmup_ratio=0.1))
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

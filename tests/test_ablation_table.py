@@ -1,14 +1,6 @@
-import importlib.util
-from pathlib import Path
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation_table.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "ablation_table.py"
 
 
 def record(attack, label, seed, asr, cacc=0.85, floor=0.1, teacher_asr=None, status="ok"):
@@ -22,7 +14,7 @@ def row(text, label):
 
 
 def test_rows_average_seeds_per_attack_and_read_the_teacher():
-    tables = load_script().tables([
+    tables = load_script(SCRIPT).tables([
         record("badnets", "mbtsad", 0, asr=0.6, teacher_asr=0.9),
         record("badnets", "mbtsad", 1, asr=0.8, teacher_asr=1.0),
         record("ep", "mbtsad", 0, asr=1.0, floor=0.2, teacher_asr=1.0),
@@ -34,7 +26,7 @@ def test_rows_average_seeds_per_attack_and_read_the_teacher():
 
 
 def test_a_failed_rerun_is_superseded_and_a_missing_variant_stays_empty():
-    tables = load_script().tables([
+    tables = load_script(SCRIPT).tables([
         record("badnets", "finetune-5e-4", 0, asr=0.3, status="failed"),
         record("badnets", "finetune-5e-4", 0, asr=0.4),
         record("badnets", "none", 0, asr=1.0),

@@ -1,14 +1,6 @@
-import importlib.util
-from pathlib import Path
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "claim_table.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("claim_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "claim_table.py"
 
 
 def record(label, seed, asr, cacc=0.85, dataset="sst2", attack="badnets", floor=0.1, teacher_asr=None, status="ok"):
@@ -19,7 +11,7 @@ def record(label, seed, asr, cacc=0.85, dataset="sst2", attack="badnets", floor=
 
 
 def test_a_row_reads_mbtsad_against_the_floor_the_bound_and_fine_mixing():
-    [row] = load_script().rows([
+    [row] = load_script(SCRIPT).rows([
         record("none", 0, asr=1.0), record("none", 1, asr=1.0),
         record("mbtsad", 0, asr=0.15, floor=0.1, teacher_asr=0.9),
         record("mbtsad", 1, asr=0.35, floor=0.2, teacher_asr=1.0),
@@ -33,7 +25,7 @@ def test_a_row_reads_mbtsad_against_the_floor_the_bound_and_fine_mixing():
 
 
 def test_failed_cells_and_scenarios_without_mbtsad_are_left_out():
-    rows = load_script().rows([
+    rows = load_script(SCRIPT).rows([
         record("mbtsad", 0, asr=0.9, status="failed"), record("mbtsad", 0, asr=0.1),
         record("none", 0, asr=1.0, attack="ep"),
     ])

@@ -10,7 +10,6 @@ with other bytes). ``ablation.md`` and ``claim.md`` are compared with the output
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -20,6 +19,7 @@ import matplotlib
 import pytest
 
 from benchmark.leaderboard import render_leaderboard
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = sorted(path.parent for path in [*REPO.glob("results/**/records.jsonl"), *REPO.glob("runs/**/records.jsonl")]
@@ -46,13 +46,6 @@ def test_a_published_leaderboard_rerenders_byte_for_byte(folder, tmp_path):
 
 
 TABLES = {"ablation.md": ("ablation_table.py", "tables"), "claim.md": ("claim_table.py", "table")}
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "scripts" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_claim_table_is_published():
