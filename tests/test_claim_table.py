@@ -30,3 +30,12 @@ def test_failed_cells_and_scenarios_without_mbtsad_are_left_out():
         record("none", 0, asr=1.0, attack="ep"),
     ])
     assert [r[1] for r in rows] == ["badnets"] and rows[0][7] == "0.100" and rows[0][10] == "1/1"
+
+
+def test_every_column_reads_only_the_seeds_mbtsad_has():
+    [row] = load_script(SCRIPT).rows([
+        record("none", 0, asr=1.0), record("none", 1, asr=0.0),
+        record("mbtsad", 0, asr=0.3),
+        record("fine_mixing", 0, asr=0.2), record("fine_mixing", 1, asr=0.6),
+    ])
+    assert row[2] == "1" and row[5] == "0.850 / 1.000" and row[11] == "0.850 / 0.200"
