@@ -16,7 +16,6 @@ yet is left out.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,14 +44,14 @@ def rows(records: Sequence[dict]) -> list[list[str]]:
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in ok):
         for attack in dict.fromkeys(r["attack"] for r in ok if r["dataset"] == dataset):
-            def of(label: str, seeds=None) -> list[dict]:
-                return [r for r in ok if r["dataset"] == dataset and r["attack"] == attack
-                        and r["defense_label"] == label and (seeds is None or r["seed"] in seeds)]
-            mbtsad = of("mbtsad")
-            if not mbtsad:
+            cells = [r for r in ok if r["dataset"] == dataset and r["attack"] == attack]
+            seeds = {r["seed"] for r in cells if r["defense_label"] == "mbtsad"}
+            if not seeds:
                 continue
-            seeds = {r["seed"] for r in mbtsad}
-            of = functools.partial(of, seeds=seeds)
+
+            def of(label: str) -> list[dict]:
+                return [r for r in cells if r["defense_label"] == label and r["seed"] in seeds]
+            mbtsad = of("mbtsad")
             below = sum(r["asr"] < CLAIMED_ASR for r in mbtsad)
             scenario = of("none") or mbtsad  # the clean model's figures are on every record of a scenario
             out.append([
