@@ -523,6 +523,9 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     platform = _joined(p.get("platform") for p in provenance)
     if platform:
         device.append(platform)
+    processors = _joined(p.get("processor") for p in provenance)
+    if processors:
+        device.append(processors)
     items.append(("device", " · ".join(device)))
     finished = sorted(r["finished_at"] for r in ok if r.get("finished_at"))
     if finished:

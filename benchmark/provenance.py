@@ -1,4 +1,4 @@
-"""Provenance for records: versions, git revision, platform."""
+"""Provenance for records: versions, git revision, platform and processor."""
 
 from __future__ import annotations
 
@@ -34,7 +34,25 @@ def library_versions() -> dict[str, str]:
             "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
+@functools.cache
+def processor() -> str | None:
+    """The CPU's model name, so that records' CPU seconds from different machines are not compared as one.
+
+    ``platform.processor()`` gives only the architecture on Linux; ``/proc/cpuinfo`` names the model.
+    None where neither says more than the architecture.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    name = platform.processor()
+    return name if name and name != platform.machine() else None
+
+
 def provenance(config_hash: str, precision: str, device: str) -> dict:
     return {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
-            "platform": platform.platform(), "config_hash": config_hash, "precision": precision,
+            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash, "precision": precision,
             "device_type": device}

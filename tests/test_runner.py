@@ -18,6 +18,7 @@ def test_records_follow_the_contract_and_attack_is_shared(tmp_path, tiny_victim_
         assert set(REQUIRED) <= set(record)
         assert record["gpu_s"] is None and record["peak_gpu_mb"] is None  # no CUDA: empty, never zero
         assert record["provenance"]["bdbench_version"]
+        assert "processor" in record["provenance"]  # CPU seconds are read per machine
         assert 0.0 <= record["der"] <= 1.0
     none, ft = records
     assert none["cacc"] == none["cacc_before"] and none["asr"] == none["asr_before"]
