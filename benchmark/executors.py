@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -75,6 +76,31 @@ def _init_worker(config, threads: int) -> None:
     _WORKER.clear()
     _WORKER["harness"] = Harness(config)
     _WORKER["harness"].warm()
+
+
+def _init_pool_worker(config, threads: int, driver: int) -> None:
+    """A pool worker's initializer: end with the driver (its process id), then load the harness."""
+    exit_when_orphaned(driver)
+    _init_worker(config, threads)
+
+
+def exit_when_orphaned(parent: int, interval_s: float = 1.0) -> threading.Thread:
+    """End this process once ``parent`` is no longer its parent (checked every ``interval_s`` by a
+    daemon thread; at once when it has already gone).
+
+    A driver killed by a signal runs no clean-up, and the standard library's pool workers would
+    finish the task in hand (a build can take many minutes) beside the run that resumes it; their
+    defense servers end with them, on the end of their input. The parent's id is passed in, not
+    read here, so that a driver that dies while the worker starts is noticed too.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="exit-when-orphaned", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def _started() -> None:
@@ -247,7 +273,7 @@ class ProcessExecutor(PooledExecutor):
 
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(self._config, self.threads))
+            initializer=_init_pool_worker, initargs=(self._config, self.threads, os.getpid()))
 
     def _submit(self, task: _Task, config):
         import concurrent.futures.process

@@ -4,6 +4,7 @@ worker fails (after one retry) only its own cell."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import pytest
@@ -119,3 +120,38 @@ def test_the_attack_trains_with_no_other_model_resident(tmp_path, tiny_victim_di
     assert record["status"] == "ok", record.get("error")
     info = record["attack_info"]
     assert (len(info["models_at_start"]), len(info["models_at_end"])) == (0, 1), info
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for a parent that never reaps it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_ends_when_its_driver_is_killed():
+    import signal
+    import subprocess
+    import time
+
+    worker = ("import sys, time; from benchmark.executors import exit_when_orphaned; "
+              "exit_when_orphaned(int(sys.argv[1]), interval_s=0.05); time.sleep(300)")
+    driver = (f"import os, subprocess, sys, time; "
+              f"child = subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())]); "
+              "print(child.pid, flush=True); time.sleep(300)")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        assert _alive(child)
+        proc.send_signal(signal.SIGKILL)  # no clean-up runs in the driver
+        proc.wait()
+        deadline = time.monotonic() + 60  # a bound on waiting, not a timing the test measures
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
