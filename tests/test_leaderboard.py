@@ -98,11 +98,11 @@ def test_rankings_per_defense_kind():
 def test_page_is_self_contained_and_describes_the_run(tmp_path):
     records = [dict(r, budget={"train_limit": 100, "clean_fraction": 0.2},
                     provenance={"bdbench_version": "0.1.0", "libraries": {"torch": "2.13.0"}, "precision": "fp32",
-                                "processor": "Example CPU 9000"},
-                    device="cpu") for r in OK]
+                                "processor": "Example CPU 9000" if i else None},
+                    device="cpu") for i, r in enumerate(OK)]
     page = render_leaderboard(write_records(tmp_path, records))["html"].read_text(encoding="utf-8")
     for text in ("train 100", "clean data 20% of train", "torch 2.13.0",
-                 "precision fp32", "no GPU figures", "Example CPU 9000", "What the columns mean", "ASR−clean&nbsp;↓",
+                 "precision fp32", "no GPU figures", f"Example CPU 9000 (no processor recorded for 1 of {len(OK)} records)", "What the columns mean", "ASR−clean&nbsp;↓",
                  "<a href='#t-demo-badnets'>", "<section id='t-demo-badnets'>", "data:image/png;base64,",
                  "class='badge b-clean'", "version 1 · parameters"):
         assert text in page, text
