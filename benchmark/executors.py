@@ -257,7 +257,11 @@ class PooledExecutor:
 
 
 class ProcessExecutor(PooledExecutor):
-    """N worker processes on this machine (the standard library's pool, spawn start method)."""
+    """N worker processes on this machine (the standard library's pool, spawn start method).
+
+    A worker exits once its driver is gone (killed, even by SIGKILL), rather than finishing its task
+    in hand beside the run that resumes it (:func:`exit_when_orphaned`).
+    """
 
     def _open(self, config) -> None:
         self._config = config

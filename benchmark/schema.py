@@ -200,7 +200,8 @@ KEYS: tuple[RecordKey, ...] = (
          "kept samples"),
     # -- provenance
     _key("provenance", ["object"], "provenance", ["every"], "bdbench_version, git_revision, libraries, platform, "
-         "config_hash (= cell_id), precision, device_type, threads; for data sets read by the run: "
+         "processor (the CPU's model name, where known), config_hash (= cell_id), precision, device_type, "
+         "threads; for data sets read by the run: "
          "dataset_source (such as dir:<folder name>), dataset_fingerprint of every text and label, "
          "dataset_dev_carved, and dataset_labels where labels were mapped to indices"),
 )
