@@ -36,7 +36,7 @@ def library_versions() -> dict[str, str]:
 
 @functools.cache
 def processor() -> str | None:
-    """The CPU's model name, so that records' CPU seconds from different machines are not compared as one.
+    """The CPU's model name, so that CPU seconds from different machines are not read as one.
 
     ``platform.processor()`` gives only the architecture on Linux; ``/proc/cpuinfo`` names the model.
     None where neither says more than the architecture.
@@ -54,5 +54,5 @@ def processor() -> str | None:
 
 def provenance(config_hash: str, precision: str, device: str) -> dict:
     return {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
-            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash, "precision": precision,
-            "device_type": device}
+            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash,
+            "precision": precision, "device_type": device}
