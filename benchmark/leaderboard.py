@@ -524,10 +524,11 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     if platform:
         device.append(platform)
     processors = _joined(p.get("processor") for p in provenance)
-    unnamed = sum(1 for p in provenance if not p.get("processor"))
-    if processors:  # records written before provenance named the processor do not say where they ran
-        device.append(processors + (f" (no processor recorded for {unnamed} of {len(ok)} records)" if unnamed
-                                    else ""))
+    if processors:
+        unnamed = sum(1 for p in provenance if not p.get("processor"))  # written before the field existed
+        if unnamed:
+            processors += f" (no processor recorded for {unnamed} of {len(ok)} records)"
+        device.append(processors)
     items.append(("device", " · ".join(device)))
     finished = sorted(r["finished_at"] for r in ok if r.get("finished_at"))
     if finished:

@@ -102,7 +102,8 @@ def test_page_is_self_contained_and_describes_the_run(tmp_path):
                     device="cpu") for i, r in enumerate(OK)]
     page = render_leaderboard(write_records(tmp_path, records))["html"].read_text(encoding="utf-8")
     for text in ("train 100", "clean data 20% of train", "torch 2.13.0",
-                 "precision fp32", "no GPU figures", f"Example CPU 9000 (no processor recorded for 1 of {len(OK)} records)", "What the columns mean", "ASR−clean&nbsp;↓",
+                 "precision fp32", "no GPU figures", "What the columns mean", "ASR−clean&nbsp;↓",
+                 f"Example CPU 9000 (no processor recorded for 1 of {len(OK)} records)",
                  "<a href='#t-demo-badnets'>", "<section id='t-demo-badnets'>", "data:image/png;base64,",
                  "class='badge b-clean'", "version 1 · parameters"):
         assert text in page, text
