@@ -38,7 +38,7 @@ import math
 import os
 import re
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,6 +488,37 @@ def _joined(values: Iterable) -> str:
     return ", ".join(str(v) for v in sorted({v for v in values if v not in (None, "")}, key=str))
 
 
+SCENARIO_FIELDS = ("cacc_clean", "asr_clean", "cacc_before", "asr_before")  # one value per build of a scenario
+
+
+def scenario_rebuilds(ok: list[dict]) -> list[str]:
+    """Scenarios (``scenario_id``) whose records disagree about the models before any defense:
+    the scenario was built more than once (its artifacts were not kept) and the builds did not
+    reproduce, as on another processor. One line each, naming the fields that differ, with each
+    value's count of records; the weights' digests (``scenario_weights``) where records name them."""
+    by_scenario: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        if r.get("scenario_id"):
+            by_scenario[r["scenario_id"]].append(r)
+    lines = []
+    for rows in by_scenario.values():
+        values = {key: [r.get(key) for r in rows] for key in SCENARIO_FIELDS}
+        for model in ("clean", "backdoored"):
+            values[f"{model} weights"] = [((r.get("scenario_weights") or {}).get(model) or "")[:12] or None
+                                          for r in rows]
+        differing = []
+        for key, seen in values.items():
+            counts = Counter(v for v in seen if v is not None)
+            if len(counts) > 1:
+                shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(counts))
+                differing.append(f"{key} {shown} ({' / '.join(str(counts[v]) for v in sorted(counts))} records)")
+        if differing:
+            first = rows[0]
+            lines.append(f"{first['dataset']} · {first['attack_label']} · seed {first['seed']}: "
+                         + ", ".join(differing))
+    return sorted(lines)
+
+
 def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     """What was run, read from the records: (term, text) pairs for the page's and Markdown's header."""
     records = ok + failed
@@ -530,6 +561,10 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
             processors += f" (no processor recorded for {unnamed} of {len(ok)} records)"
         device.append(processors)
     items.append(("device", " · ".join(device)))
+    rebuilds = scenario_rebuilds(ok)
+    if rebuilds:
+        items.append(("scenario builds", f"{len(rebuilds)} scenario(s) built more than once with different "
+                      f"results; each record's Δ and DER are against its own build: {'; '.join(rebuilds)}"))
     finished = sorted(r["finished_at"] for r in ok if r.get("finished_at"))
     if finished:
         items.append(("finished", f"{finished[0]} – {finished[-1]} (records' finished_at)"))

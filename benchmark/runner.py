@@ -415,6 +415,8 @@ def scenario_fields(cell: CellSpec, scenario: Scenario, defense: Defense, isolat
         cacc_before=scenario.before["cacc"], asr_before=scenario.before["asr"],
         cacc_clean=scenario.clean_meta["cacc"], asr_clean=scenario.attack_meta["clean_model_metrics"]["asr"],
         clean_cost=scenario.clean_meta["cost"], attack_cost=scenario.attack_meta["cost"],
+        scenario_weights={"clean": scenario.clean_meta.get("weights_sha256"),
+                          "backdoored": scenario.attack_meta.get("weights_sha256")},
         attack_info=scenario.attack_meta["info"], poisoned_count=scenario.attack_meta["poisoned_count"],
         isolation=isolation_mode)
 

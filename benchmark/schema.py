@@ -130,6 +130,11 @@ KEYS: tuple[RecordKey, ...] = (
     _key("attack_info", ["object"], "scenario", OK, "what the attack reported (AttackOutput.info)"),
     _key("attack_cost", ["object"], "scenario", OK, "the attack phase's cost (benchmark.measure.PhaseCost)"),
     _key("clean_cost", ["object"], "scenario", OK, "the clean reference model's training cost"),
+    _key("scenario_weights", ["object"], "scenario", OK, "SHA-256 of the clean reference model's and the "
+         "backdoored model's weights as built (benchmark.store.weights_digest): clean, backdoored; null for "
+         "a model stored before the digest existed. Records of one scenario_id naming different digests "
+         "come from separate builds that did not reproduce bit for bit (another processor, say)",
+         optional=True),
     # -- metrics after the defense (benchmark.metrics; detection.py for the kinds)
     _key("cacc", NUMBER, "metrics", OK, "clean test accuracy after the defense (input detection: over the "
          "accepted clean inputs; data filtering: of the retrained victim)", better="higher"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -65,12 +66,15 @@ class ArtifactStore:
 
     def get_or_build(self, kind: str, key: str,
                      build: Callable[[], tuple[torch.nn.Module, dict]]) -> tuple[torch.nn.Module | None, dict]:
-        """Return ``(model, meta)``: the model is None when it came from disk (load it lazily)."""
+        """Return ``(model, meta)``: the model is None when it came from disk (load it lazily).
+        A built artifact's meta names its weights' :func:`weights_digest` (``weights_sha256``);
+        artifacts stored before that field existed have none."""
         with self._lock(kind, key):
             self._remove_leftovers(kind, key)
             if self.has(kind, key):
                 return None, self.read_meta(kind, key)
             model, meta = build()
+            meta = {**meta, "weights_sha256": weights_digest(model)}
             final = self.folder(kind, key)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
             try:
@@ -83,3 +87,15 @@ class ArtifactStore:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
             return model, meta
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: name, dtype, shape and bytes, in name order. Two
+    models have the same digest exactly when :func:`benchmark.scenario.same_weights` holds;
+    unlike a file's hash it does not depend on how the weights were serialised."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,7 +1,13 @@
 import json
 
 from benchmark.cli import main
-from benchmark.leaderboard import build_ranking, build_rankings, build_tables, render_leaderboard
+from benchmark.leaderboard import (
+    build_ranking,
+    build_rankings,
+    build_tables,
+    render_leaderboard,
+    scenario_rebuilds,
+)
 
 
 def record(defense, seed, cacc, asr, **extra):
@@ -110,6 +116,19 @@ def test_page_is_self_contained_and_describes_the_run(tmp_path):
     assert "src='http" not in page and "<link rel='stylesheet'" not in page and "GPU s" not in page
     assert "0.870<span class='pm'>±.014</span>" in page  # compact mean±std
     assert "best" not in page.split("<main>")[1].split("<script>")[0]  # one defense beside the baseline: no best
+
+
+def test_a_scenario_whose_builds_disagree_is_named_in_the_header(tmp_path):
+    assert scenario_rebuilds(OK) == []  # every record of a scenario agrees
+    digests = {"clean": "c" * 64, "backdoored": "a" * 64}
+    rebuilt = dict(record("nad", 1, 0.87, 0.3), cacc_before=0.9005, scenario_weights=dict(digests, backdoored="b" * 64))
+    records = [dict(r, scenario_weights=digests) for r in OK] + [rebuilt]
+    assert scenario_rebuilds(records) == [
+        "demo · badnets · seed 1: cacc_before 0.9, 0.9005 (2 / 1 records), "
+        "backdoored weights aaaaaaaaaaaa, bbbbbbbbbbbb (2 / 1 records)"]
+    md = render_leaderboard(write_records(tmp_path, records))["md"].read_text(encoding="utf-8")
+    assert ("* **scenario builds**: 1 scenario(s) built more than once with different results; each record's Δ "
+            "and DER are against its own build: demo · badnets · seed 1: cacc_before 0.9, 0.9005") in md
 
 
 def test_render_is_byte_identical_in_two_folders_and_lists_failures(tmp_path):

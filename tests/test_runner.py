@@ -34,6 +34,10 @@ def test_same_seed_same_numbers(tmp_path, tiny_victim_dir):
     second = run(tmp_path / "b", tiny_victim_dir, defenses=("finetune",))[0]
     for key in ("cacc", "asr", "cacc_before", "asr_before", "cacc_clean"):
         assert first[key] == second[key]
+    # two separate builds of the scenario: bit-identical weights, so the records name one digest
+    assert first["scenario_weights"] == second["scenario_weights"]
+    assert all(len(digest) == 64 for digest in first["scenario_weights"].values())
+    assert first["scenario_weights"]["clean"] != first["scenario_weights"]["backdoored"]
 
 
 def test_resume_skips_finished_cells(tmp_path, tiny_victim_dir):

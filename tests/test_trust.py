@@ -11,13 +11,14 @@ import sys
 import textwrap
 
 import pytest
+import torch
 import trust_plugins
 
 from benchmark.data import load_dataset
 from benchmark.demo import make_demo
 from benchmark.records import RecordsError, append_record, finished_cells, read_records
 from benchmark.registry import Registry
-from benchmark.store import ArtifactStore
+from benchmark.store import ArtifactStore, weights_digest
 from benchmark.testing import cells, run
 
 from conftest import REPO
@@ -79,6 +80,18 @@ def test_leftover_temporary_folders_of_a_killed_build_are_removed(tmp_path, tiny
     store.get_or_build("attacks", "k1", lambda: (tiny_model(), {"x": 1}))
     assert not leftover.exists() and other.exists()  # only the key built under its lock
     assert store.has("attacks", "k1")
+
+
+def test_a_built_artifact_names_the_digest_of_the_weights_it_stored(tmp_path, tiny_model):
+    store = ArtifactStore(tmp_path)
+    built, meta = store.get_or_build("clean", "k1", lambda: (tiny_model(), {"cacc": 0.5}))
+    loaded = store.load_model("clean", "k1", num_labels=2)
+    assert meta["weights_sha256"] == weights_digest(built) == weights_digest(loaded)
+    assert store.read_meta("clean", "k1") == meta
+    changed = tiny_model()
+    with torch.no_grad():
+        changed.classifier.bias.add_(1e-6)
+    assert weights_digest(changed) != meta["weights_sha256"]
 
 
 # --------------------------------------------------------------------------- cache keys follow content
