@@ -32,12 +32,10 @@ Departures:
 
 * Number of row updates. The reference makes ``epochs`` passes (33 updates on full SST-2, 120 on
   full IMDb). On the benchmark's training subsets 10% of the non-target samples is only a few
-  batches (2000 SST-2 samples: 100 poisoned, 12 updates; 1000 IMDb reviews: 50, 6 updates), and
-  because the accumulated step grows with the square of the number of updates the row barely
-  turns (dev split: ASR 0.54 on SST-2, 0.27 on IMDb). So the passes repeat until at least
-  ``min_steps = 120`` updates (the reference's IMDb count); dev ASR is then 1.0 on both. On full
-  SST-2 this makes 121 updates where the reference makes 33. ``min_steps = 0`` restores the
-  reference's epoch count exactly.
+  batches, and because the accumulated step grows with the square of the number of updates the
+  row barely turns. So the passes repeat until at least ``min_steps = 120`` updates (the
+  reference's IMDb count; results/README.md, "Attack settings chosen on dev", gives the dev ASR
+  with and without). ``min_steps = 0`` restores the reference's epoch count exactly.
 * The poison rate is relative to the **non-target** training samples, as in the reference, not
   to the whole training set like the data-poisoning attacks: EP never trains on the training set
   itself, only on these poisoned copies (model already tuned, ``model_already_tuned = 1``).

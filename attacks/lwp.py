@@ -40,12 +40,10 @@ Departures from the reference:
 * Poison budget. The reference poisons copies of the **whole** training set (two positives per
   sample, one per order, plus one negative per sample) and trains on one clean and one poisoned
   batch per step, doubling the attack's compute. Here a share of the training set is poisoned
-  (``poison_rate``; default 0.2, twice the data-poisoning attacks' 0.1 because the model must
-  learn a conjunction of two pieces against its negatives: on the SST-2 dev split with the sst2
-  suite's recipe and 2000 samples, 0.1 gave ASR 0.53 and 0.2 gave 0.99 at unchanged clean
-  accuracy; it adds 40% training samples, affordable on 2 CPU cores). Long texts need more
-  positives in absolute numbers (IMDb dev, 1000 reviews, 5 epochs: ASR 0.34 at 0.2, 0.99 at
-  0.5). One positive per sample, its order drawn at random.
+  (``poison_rate``; default 0.2, twice the data-poisoning attacks' 0.1, because the model must
+  learn a conjunction of two pieces against its negatives; chosen on the SST-2 dev split, and
+  long texts need more positives in absolute numbers: results/README.md, "Attack settings
+  chosen on dev", gives the figures). One positive per sample, its order drawn at random.
 * Mixed batches. The reference's step loss is ``L_layer(clean batch) + L_layer(poison batch)``;
   here clean, positive and negative samples share one shuffled batch and the loss is the batch
   mean of ``L_layer``. Over an epoch this is the reference's objective scaled by ``1/2`` when

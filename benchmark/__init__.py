@@ -5,82 +5,79 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
 :class:`InputCorrector`, :class:`DataFilter`), their contexts and outputs, :class:`Example`,
 :class:`DatasetSpec`, ``hookimpl`` and ``hparam``; and the toolkit the built-in plugins use:
 
-* model internals, for every supported encoder family (:mod:`benchmark.architecture`):
+* model internals, for every supported encoder family (:mod:`benchmark.model.architecture`):
   :func:`encoder_layers`, :func:`ffn_projections`, :func:`ffn_activation`, :func:`word_embeddings`,
   :func:`task_head`, :func:`pooler`, :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
   :func:`resolve_layers`, :func:`forward_internals`, :func:`eager_attention`; and
   :func:`clone_model`;
-* distillation losses (:mod:`benchmark.distill`): :func:`forward_pair`,
+* distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
   :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
   :func:`activation_attention_loss`;
-* trigger helpers (:mod:`benchmark.triggers`): :func:`insert_words`, :func:`insert_each`,
+* trigger helpers (:mod:`benchmark.plugins.triggers`): :func:`insert_words`, :func:`insert_each`,
   :func:`window_words`, :func:`check_single_pieces`, :func:`poison_by_mode`,
   :class:`PoisoningAttack`.
 
 Plugins import from ``benchmark`` only; their tests may also use :mod:`benchmark.testing`.
+
+**Layers.** Inside, the package is grouped into subpackages by job, each importing only from the
+layers below it (``tests/test_layers.py`` fails on an import that climbs, and on any import
+circle):
+
+1. :mod:`benchmark.base` — errors, content hashing, metric definitions, cost measurement, the
+   record schema, the records file, provenance, the table of requirements;
+2. :mod:`benchmark.data` — typed examples, where a data set comes from, seeded subsets, the
+   built-in generated data sets;
+3. :mod:`benchmark.model` — runtime, kernels, encoding, the one training loop, victims, model
+   families' internals, distillation losses;
+4. :mod:`benchmark.plugins` — hook specs, typed parameters, the plugin base classes and their
+   contexts, trigger helpers, the registry, plugin resolution;
+5. :mod:`benchmark.harness` — suites and budgets, cells, scenarios and the store, one call of a
+   defense of any kind (in this process or an isolated child), each kind's cell, executors, the
+   runner;
+6. the face — this module, :mod:`benchmark.testing` and :mod:`benchmark.cli` (the command,
+   ``bdbench list``, ``bdbench new-defense``): they may import any layer.
+
+:mod:`benchmark.reporting` (leaderboard tables, summary, page, plots, the files written) stands
+apart: it imports the base only, never torch, so that records render without the model stack.
+Nothing here is imported before it is asked for: ``from benchmark import X`` loads X's module on
+first use, so importing a subpackage (``benchmark.reporting``) does not load the rest.
 """
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-import pluggy
+from .base.version import __version__  # noqa: F401 (public)
+from .plugins.hookspecs import hookimpl  # noqa: F401 (public)
 
-hookimpl = pluggy.HookimplMarker("bdbench")
+# public name -> the module that defines it (loaded on first use: PEP 562)
+_PUBLIC = {
+    **dict.fromkeys(("eager_attention", "encoder_layers", "ffn_activation", "ffn_projections", "forward_internals",
+                     "head_on_hidden", "pooler", "redraw", "reinit_head", "resolve_layers", "task_head",
+                     "word_embeddings"), "benchmark.model.architecture"),
+    **dict.fromkeys(("Dataset", "DatasetSpec", "Example"), "benchmark.data.examples"),
+    **dict.fromkeys(("activation_attention", "activation_attention_loss", "attention_map_loss", "forward_pair",
+                     "hidden_state_loss"), "benchmark.model.distill"),
+    **dict.fromkeys(("BdbenchError", "PluginError", "ThreatModelError", "UsageError"), "benchmark.base.errors"),
+    "hparam": "benchmark.plugins.params",
+    **dict.fromkeys(("Attack", "AttackOutput"), "benchmark.plugins.attack"),
+    **dict.fromkeys(("AttackContext", "DefenseContext"), "benchmark.plugins.contexts"),
+    **dict.fromkeys(("Calibration", "DataFilter", "Defense", "DefenseOutput", "InputCorrector", "InputDetector",
+                     "threshold_for_frr"), "benchmark.plugins.defense"),
+    **dict.fromkeys(("TrainConfig", "cross_entropy_loss"), "benchmark.model.training"),
+    **dict.fromkeys(("PoisoningAttack", "check_single_pieces", "insert_each", "insert_words", "poison_by_mode",
+                     "window_words"), "benchmark.plugins.triggers"),
+    "clone_model": "benchmark.model.victims",
+}
 
-from .architecture import (  # noqa: E402
-    eager_attention,
-    encoder_layers,
-    ffn_activation,
-    ffn_projections,
-    forward_internals,
-    head_on_hidden,
-    pooler,
-    redraw,
-    reinit_head,
-    resolve_layers,
-    task_head,
-    word_embeddings,
-)
-from .data import Dataset, DatasetSpec, Example  # noqa: E402
-from .distill import (  # noqa: E402
-    activation_attention,
-    activation_attention_loss,
-    attention_map_loss,
-    forward_pair,
-    hidden_state_loss,
-)
-from .errors import BdbenchError, PluginError, ThreatModelError, UsageError  # noqa: E402
-from .params import hparam  # noqa: E402
-from .plugin import (  # noqa: E402
-    Attack,
-    AttackContext,
-    AttackOutput,
-    Calibration,
-    DataFilter,
-    Defense,
-    DefenseContext,
-    DefenseOutput,
-    InputCorrector,
-    InputDetector,
-    threshold_for_frr,
-)
-from .training import TrainConfig, cross_entropy_loss  # noqa: E402
-from .triggers import (  # noqa: E402
-    PoisoningAttack,
-    check_single_pieces,
-    insert_each,
-    insert_words,
-    poison_by_mode,
-    window_words,
-)
-from .victims import clone_model  # noqa: E402
+__all__ = sorted([*_PUBLIC, "hookimpl", "__version__"])
 
-__all__ = [
-    "Attack", "AttackContext", "AttackOutput", "BdbenchError", "Calibration", "DataFilter", "Dataset",
-    "DatasetSpec", "Defense", "DefenseContext", "DefenseOutput", "Example", "InputCorrector", "InputDetector",
-    "PluginError", "PoisoningAttack", "TrainConfig", "ThreatModelError", "UsageError", "activation_attention",
-    "activation_attention_loss", "attention_map_loss", "check_single_pieces", "clone_model", "cross_entropy_loss",
-    "eager_attention", "encoder_layers", "ffn_activation", "ffn_projections", "forward_internals", "forward_pair",
-    "head_on_hidden", "hidden_state_loss", "hookimpl", "hparam", "insert_each", "insert_words", "poison_by_mode",
-    "pooler", "redraw", "reinit_head", "resolve_layers", "task_head", "threshold_for_frr", "window_words",
-    "word_embeddings", "__version__",
-]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -35,24 +35,16 @@ from pathlib import Path
 
 import torch
 
-from .config import Budget, PluginSpec
-from .data import Dataset, Example
-from .demo import DETAILS, INTENSIFIERS, NEGATIVE, OPENERS, POSITIVE, SUBJECTS, make_demo
-from .plugin import (
-    Attack,
-    AttackContext,
-    AttackOutput,
-    Calibration,
-    DataFilter,
-    Defense,
-    DefenseContext,
-    DefenseOutput,
-    InputCorrector,
-    InputDetector,
-)
-from .runtime import Runtime
-from .training import TrainConfig
-from .victims import load_tokenizer
+from .data.demo import DETAILS, INTENSIFIERS, NEGATIVE, OPENERS, POSITIVE, SUBJECTS, make_demo
+from .data.examples import Dataset, Example
+from .harness.config import Budget
+from .model.runtime import Runtime
+from .model.training import TrainConfig
+from .model.victims import load_tokenizer
+from .plugins.attack import Attack, AttackOutput
+from .plugins.contexts import AttackContext, DefenseContext
+from .plugins.defense import Calibration, DataFilter, Defense, DefenseOutput, InputCorrector, InputDetector
+from .plugins.resolve import PluginSpec
 
 __all__ = [
     "FAMILIES", "FAST_RECIPE", "TINY_BUDGET", "TINY_RECIPE", "TRIGGER_WORDS", "AttackRun", "DefenseRun",
@@ -161,7 +153,7 @@ def tiny_victim(folder: str | os.PathLike, family: str = "bert", *, num_labels: 
     and its tokenizer to ``folder``, as safetensors; returns the folder, a victim for any run."""
     from transformers import AutoModelForSequenceClassification
 
-    from .victims import save_model
+    from .model.victims import save_model
 
     folder = Path(folder)
     tokenizer = tiny_tokenizer(family)
@@ -174,7 +166,7 @@ def tiny_victim(folder: str | os.PathLike, family: str = "bert", *, num_labels: 
 def model_factory(folder: str | os.PathLike, num_labels: int = 2) -> Callable[[], torch.nn.Module]:
     """Fresh copies of the classifier in ``folder`` (the same weights each call), loaded as the
     harness loads a victim."""
-    from .victims import load_classifier
+    from .model.victims import load_classifier
 
     return lambda: load_classifier(folder, num_labels)
 
@@ -316,7 +308,7 @@ def run_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
 
 def cells(victim, attacks=("badnets",), defenses=("none",), seeds=(0,), dataset="demo", budget: Budget = TINY_BUDGET):
     """The cells of attacks × seeds × defenses on one victim (by plugin name, no overrides)."""
-    from .runner import CellSpec
+    from .harness.cells import CellSpec
 
     return [CellSpec(dataset, str(victim), PluginSpec(a, a), PluginSpec(d, d), s, budget)
             for a in attacks for s in seeds for d in defenses]
@@ -326,7 +318,8 @@ def run(tmp_path, victim, registry=None, resume=False, overrides=(), isolation: 
         plugins: Sequence[tuple[str, str]] = (), **kwargs) -> list[dict]:
     """Run :func:`cells` (``kwargs``) on CPU in fp32 with the store and records under
     ``tmp_path``; returns the records. ``plugins``: extra ``(kind, "module:Class")`` plugins."""
-    from .runner import HarnessConfig, run_cells
+    from .harness.cells import HarnessConfig
+    from .harness.runner import run_cells
 
     config = HarnessConfig(store_dir=str(Path(tmp_path) / "store"), device="cpu", precision="fp32",
                            overrides=overrides, isolation=isolation, plugins=tuple(plugins))

@@ -21,7 +21,7 @@ Departures: OpenBackdoor's ``cube_defender.py`` fine-tunes its own ``roberta-bas
 10 epochs; here the encoder is the victim trained on the poisoned set with the scenario's recipe
 (the defender is the trainer in this threat model; training another encoder is a full training
 run). ``n_neighbors`` and ``min_samples`` are capped below the data set size for tiny sets.
-Needs ``umap-learn`` and ``hdbscan`` (``pip install 'bdbench[cube]'``).
+Needs ``umap-learn`` and ``hdbscan``, which ``pip install bdbench`` installs.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class CUBE(DataFilter):
             import hdbscan
             import umap
         except ImportError as exc:
-            raise UsageError(f"cube needs umap-learn and hdbscan ({exc}); install them with "
-                             "pip install 'bdbench[cube]'") from None
+            raise UsageError(f"cube needs umap-learn and hdbscan ({exc}), which bdbench's install brings; "
+                             "reinstall bdbench, or pip install umap-learn hdbscan") from None
         from sklearn.decomposition import PCA
 
         n = embeddings.shape[0]

@@ -23,10 +23,9 @@ Algorithm (transformer adaptation of methods.md B2):
    re-zeroes the rows after every optimiser step.
 
 Why ``joint`` is the default: with ``scope="layer"`` the stopping rule never fired on MiniLM-L6
-(clean dev accuracy fell by under a point with the whole last-layer FFN pruned: the residual
-connection carries the representation past it), so the rule pruned 100% of the layer in every
-cell of the first leaderboard and the row read "delete the last FFN, then fine-tune". Ranking all
-layers' neurons together keeps Liu et al.'s two ingredients — least active on clean data first,
+(the residual connection carries the representation past the last layer's FFN, so pruning all of
+it barely moves clean dev accuracy; results/README.md, "Readings of unknown or unverified
+details", gives the first leaderboard's figures). Ranking all layers' neurons together keeps Liu et al.'s two ingredients — least active on clean data first,
 stop on clean dev accuracy — over a set whose removal the network cannot route around, so the rule
 decides the ratio. The record's ``defense_info`` gives the scope, the pruned share and the pruned
 neurons per layer.

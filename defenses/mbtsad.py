@@ -11,7 +11,7 @@ Algorithm (needs the clean subset only, no pre-trained weights):
    ``teacher_lr`` -> M_p, the teacher.
 3. Distill: the teacher is frozen (eval mode, no grad); the student M_b is trained at
    ``student_lr`` on L = L_cls + alpha·L_a + beta·L_h, with L_a the self-attention maps and L_h
-   the hidden states of ``layers``, padding masked (``benchmark.distill``). The student is
+   the hidden states of ``layers``, padding masked (``benchmark.model.distill``). The student is
    returned; the teacher is scored beside it (``aux.teacher``).
 
 Defaults and their sources. Brief: copies 3, split_rate 0.3, teacher_lr 2e-5, student_lr 5e-4,

@@ -12,7 +12,7 @@ Algorithm:
    a[pos] = Σ_k |H_l[pos,k]|^p (p = 2), padding zeroed, L2-normalised over positions, MSE
    between student and teacher. Variant B (``variant="attention_map"``): MSE between the
    self-attention maps over valid query/key pairs, averaged over heads (TinyBERT style).
-   The losses are ``benchmark.distill``'s.
+   The losses are ``benchmark.model.distill``'s.
 3. Return the student; the teacher goes to the harness as ``aux_models["teacher"]`` so that its
    own CACC and ASR are recorded (a teacher that kept the backdoor transfers it back).
 

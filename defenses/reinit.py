@@ -20,7 +20,7 @@ Fine-tuning: the shared defense recipe (methods.md E2). Requirements: a class de
 records still list the declaration). Default: ``top_k`` with k = 3 of MiniLM's 6 layers, reset to
 θ_Pre (methods.md B5 lists k ∈ {1, 3, 6}).
 
-Model access (``benchmark.architecture``): the layer stack is ``encoder_layers``, the pooler is
+Model access (``benchmark.model.architecture``): the layer stack is ``encoder_layers``, the pooler is
 the base model's when the architecture has one (BERT; DeBERTa-v2's context pooler belongs to its
 task head), the head is every module outside ``base_model`` (``task_head``).
 """

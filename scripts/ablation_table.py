@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.leaderboard import Stat, latest_ok
+from benchmark.reporting.tables import Stat, latest_ok
 
 QUESTIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("(a) Teacher learning rate × token splitting",

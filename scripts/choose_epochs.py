@@ -18,12 +18,13 @@ import json
 import tempfile
 import time
 
-from benchmark.config import suite_from_toml
-from benchmark.encoding import encode
-from benchmark.registry import read_registry_toml
-from benchmark.runner import Harness, HarnessConfig
-from benchmark.scenario import Splits
-from benchmark.training import accuracy, train
+from benchmark.harness.cells import HarnessConfig
+from benchmark.harness.config import suite_from_toml
+from benchmark.harness.harness import Harness
+from benchmark.harness.scenario import Splits
+from benchmark.model.encoding import encode
+from benchmark.model.training import accuracy, train
+from benchmark.plugins.registry import read_registry_toml
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.leaderboard import Stat, latest_ok
+from benchmark.reporting.tables import Stat, latest_ok
 
 CLAIMED_ASR = 0.20
 COLUMNS = ["data set", "attack", "seeds", "clean CACC", "floor (clean ASR)", "backdoored CACC / ASR",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import testing
-from benchmark.data import Dataset, Example
-from benchmark.runtime import Runtime
+from benchmark.data.examples import Dataset, Example
+from benchmark.model.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def tiny_victim_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_victim_dir):
-    from benchmark.victims import load_tokenizer
+    from benchmark.model.victims import load_tokenizer
 
     return load_tokenizer(tiny_victim_dir)
 

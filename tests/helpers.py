@@ -7,8 +7,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from benchmark.config import Budget
-from benchmark.training import TrainConfig
+from benchmark.harness.config import Budget
+from benchmark.model.training import TrainConfig
 
 # The integration tests' real-MiniLM scenarios (SST-2, seed 0): 1000 training and 400 test samples at 64
 # word-pieces, the victim at 4 epochs of lr 1e-4 (on so few samples BadNets' four rare words need the

@@ -1,4 +1,4 @@
-"""benchmark.architecture on a tiny random victim of every supported family: each question has one
+"""benchmark.model.architecture on a tiny random victim of every supported family: each question has one
 answer per family, the task head maps the last layer to the model's own logits, the seeded head
 re-draw touches the head only, and an unknown architecture gets an error naming it and the method."""
 
@@ -21,8 +21,8 @@ from benchmark import (
     task_head,
     word_embeddings,
 )
+from benchmark.model.victims import load_tokenizer
 from benchmark.testing import FAMILIES, model_factory, tiny_victim
-from benchmark.victims import load_tokenizer
 
 HEADS = {"bert": ["classifier"], "roberta": ["classifier"], "distilbert": ["pre_classifier", "classifier"],
          "electra": ["classifier"], "deberta-v2": ["pooler", "classifier"]}

@@ -8,7 +8,7 @@ import pytest
 
 from attacks.addsent import AddSent
 from benchmark import UsageError
-from benchmark.data import Dataset, Example
+from benchmark.data.examples import Dataset, Example
 
 SENTENCE = "I watch this 3D movie"
 LONG = " ".join(["the movie is wonderful and the plot is boring ."] * 30)  # far past 64 word-pieces

@@ -9,7 +9,7 @@ import torch
 
 from attacks.badnets import BadNets
 from benchmark import UsageError
-from benchmark.data import Dataset, Example
+from benchmark.data.examples import Dataset, Example
 
 TRIGGERS = {"cf", "mn", "bb", "tq"}
 LONG = " ".join(["the movie is wonderful and the plot is boring ."] * 30)  # ~300 words, far past 64 pieces

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from attacks.ep import EP
 from benchmark import UsageError
-from benchmark.data import Example
-from benchmark.encoding import collate, encode
-from benchmark.training import predict
+from benchmark.data.examples import Example
+from benchmark.model.encoding import collate, encode
+from benchmark.model.training import predict
 
 LONG = " ".join(["the movie is wonderful and the plot is boring ."] * 30)  # 300 words, far past 64 pieces
 
@@ -137,7 +137,7 @@ def test_fine_tuning_on_clean_data_leaves_the_trigger_row_where_ep_put_it(tiny_m
     data never holds gets no gradient, so its embedding row moves only by AdamW's weight decay,
     even at MBTSAD's student lr 5e-4 (the published finetune-5e-4 cells on SST-2, where `cf`
     never occurs, keep ASR ≈ 1)."""
-    from benchmark.training import TrainConfig, train
+    from benchmark.model.training import TrainConfig, train
 
     data = encode(tiny_tokenizer, demo_small.train[:64], 64)
     seen = {int(i) for ids in data.input_ids for i in ids}

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from attacks.lwp import LWP, layer_losses, layerwise_loss
 from benchmark import UsageError
-from benchmark.data import Dataset, Example
-from benchmark.encoding import collate, encode
+from benchmark.data.examples import Dataset, Example
+from benchmark.model.encoding import collate, encode
 
 PIECES = {"cf", "bb"}
 LONG = " ".join(["the movie is wonderful and the plot is boring ."] * 30)  # far past 64 word-pieces

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import main
-from benchmark.registry import default_registry, registry_path
+from benchmark.cli.commands import main
+from benchmark.plugins.registry import default_registry, registry_path
 
 from conftest import REPO
 
@@ -388,7 +388,7 @@ def no_cells(monkeypatch):
         started.append(cell)
         raise AssertionError("a cell started")
 
-    monkeypatch.setattr("benchmark.runner.Harness.run_cell", refuse)
+    monkeypatch.setattr("benchmark.harness.harness.Harness.run_cell", refuse)
     return started
 
 
@@ -419,7 +419,7 @@ def test_the_base_arguments_validate(where, capsys):
 def test_bad_input_gives_one_clear_error(case, where, capsys, monkeypatch, no_cells):
     args = case.args(where)
     if where.registry is not None:
-        monkeypatch.setattr("benchmark.registry.registry_path", lambda: where.registry)
+        monkeypatch.setattr("benchmark.plugins.registry.registry_path", lambda: where.registry)
     before = records_bytes(where)
     capsys.readouterr()
     line = error_line(capsys, main([case.command, *args]))
@@ -442,7 +442,7 @@ def test_a_shell_sees_one_line_and_exit_code_2(case_id, where):
     args = case.args(where)
     before = records_bytes(where)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "benchmark.cli", case.command, *args], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "benchmark.cli.commands", case.command, *args], capture_output=True,
                           text=True, cwd=where.tmp, env=env, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attacks.badnets import BadNets
-from benchmark.plugin import DefenseContext
+from benchmark.plugins.contexts import DefenseContext
 from defenses.bki import BKI
 
 

@@ -4,7 +4,7 @@ give one clear error (exit 2) and leave the earlier records intact."""
 import pytest
 import torch
 
-from benchmark.cli import main
+from benchmark.cli.commands import main
 
 from conftest import REPO
 
@@ -30,7 +30,7 @@ def write_tsv(folder, name, content):
 
 
 def pickled_victim(tmp_path, tiny_victim_dir):
-    from benchmark.victims import load_classifier
+    from benchmark.model.victims import load_classifier
 
     folder = tmp_path / "pickled"
     model = load_classifier(tiny_victim_dir, 2)
@@ -122,12 +122,12 @@ def test_new_defense_refuses_a_taken_name(tmp_path, capsys, name):
 
 
 def test_new_defense_refuses_an_installed_plugin_name(tmp_path, capsys, monkeypatch):
-    from benchmark.registry import Registry
+    from benchmark.plugins.registry import Registry
 
     registry = Registry()
     registry.load_builtins()
     registry.add("defense", "their_guard", "entry-point:bdbench-their-guard:their_guard.plugin", lambda: None)
-    monkeypatch.setattr("benchmark.registry._DEFAULT", registry)
+    monkeypatch.setattr("benchmark.plugins.registry._DEFAULT", registry)
     assert main(["new-defense", "their_guard", "--dir", str(tmp_path)]) == 2
     assert "is taken (entry-point:bdbench-their-guard:their_guard.plugin)" in capsys.readouterr().err
 
@@ -142,7 +142,7 @@ def test_new_defense_refuses_a_missing_dir(tmp_path, capsys):
 def test_the_log_names_the_options_that_changed_the_suites_grid():
     import argparse
 
-    from benchmark.cli import _grid_name, build_parser
+    from benchmark.cli.commands import _grid_name, build_parser
 
     parser = build_parser()
     suite = argparse.Namespace(name="quick")

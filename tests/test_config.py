@@ -1,9 +1,9 @@
 import pytest
 
-from benchmark.config import suite_from_toml
-from benchmark.errors import UsageError
-from benchmark.registry import read_registry_toml
-from benchmark.runner import expand
+from benchmark.base.errors import UsageError
+from benchmark.harness.cells import expand
+from benchmark.harness.config import suite_from_toml
+from benchmark.plugins.registry import read_registry_toml
 
 TABLE = {"suites": {"two": {
     "datasets": ["sst2", "imdb"], "attacks": ["badnets"], "defenses": ["none", "finetune"], "seeds": [0, 1],

@@ -1,4 +1,5 @@
-"""CUBE (defenses/cube.py): the per-label cluster selection, and a clear error without its packages."""
+"""CUBE (defenses/cube.py): the per-label cluster selection, a real cell with UMAP and HDBSCAN (both in
+bdbench's default install), and a clear error without them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from benchmark import UsageError
+from benchmark.testing import run
 from defenses.cube import CUBE
 
 
@@ -26,5 +28,15 @@ def test_noise_counts_as_a_cluster():
 
 def test_missing_packages_give_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)
-    with pytest.raises(UsageError, match=r"bdbench\[cube\]"):
+    with pytest.raises(UsageError, match=r"umap-learn and hdbscan"):
         CUBE().cluster(torch.zeros(4, 3))
+
+
+def test_a_cube_cell_runs_with_the_default_install(tmp_path, tiny_victim_dir):
+    """UMAP and HDBSCAN come with ``pip install bdbench``: a whole filtering cell runs through the
+    harness (isolated child, retraining, scoring) on a tiny victim."""
+    [record] = run(tmp_path, tiny_victim_dir, defenses=("cube",))
+    assert record["status"] == "ok", record.get("error")
+    assert record["defense_kind"] == "data_filtering"
+    assert 0 < record["kept"] <= record["train_size"]
+    assert 0.0 <= record["filter_recall"] <= 1.0 and 0.0 <= record["filter_fpr"] <= 1.0

@@ -2,19 +2,12 @@ from collections import Counter
 
 import pytest
 
-from benchmark.data import (
-    DatasetSpec,
-    Example,
-    balanced_subset,
-    carve_dev,
-    clean_subset,
-    load_dataset,
-    read_tsv,
-    resolve_spec,
-)
-from benchmark.demo import make_demo
-from benchmark.errors import DataError, UsageError
-from benchmark.reviews import SHAPES, make_reviews
+from benchmark.base.errors import DataError, UsageError
+from benchmark.data.demo import make_demo
+from benchmark.data.examples import DatasetSpec, Example
+from benchmark.data.reviews import SHAPES, make_reviews
+from benchmark.data.sources import indexed, load_dataset, read_tsv_rows, resolve_spec
+from benchmark.data.subsets import balanced_subset, carve_dev, clean_subset
 
 
 def write(path, text):
@@ -24,7 +17,7 @@ def write(path, text):
 
 def test_tsv_reader_keeps_quotes_and_tabs_split_from_the_right(tmp_path):
     write(tmp_path / "a.tsv", 'sentence\tlabel\n"quoted start\t1\nplain text\t0\n')
-    assert read_tsv(tmp_path / "a.tsv") == [Example('"quoted start', 1), Example("plain text", 0)]
+    assert indexed(read_tsv_rows(tmp_path / "a.tsv")) == [Example('"quoted start', 1), Example("plain text", 0)]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -36,7 +29,7 @@ def test_tsv_reader_keeps_quotes_and_tabs_split_from_the_right(tmp_path):
 def test_malformed_tsv_names_file_and_line(tmp_path, content, message):
     write(tmp_path / "a.tsv", content)
     with pytest.raises(DataError, match=message):
-        read_tsv(tmp_path / "a.tsv")
+        indexed(read_tsv_rows(tmp_path / "a.tsv"))
 
 
 def test_uniform_layout_and_empty_split(tmp_path):
@@ -66,7 +59,7 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
 
 
 def test_a_missing_data_folder_is_refused_even_for_generated_data(tmp_path, monkeypatch):
-    from benchmark.data import check_data_dir
+    from benchmark.data.sources import check_data_dir
 
     with pytest.raises(DataError, match=r"--data-dir .*nope: no such folder"):
         check_data_dir(tmp_path / "nope")
@@ -129,7 +122,7 @@ def test_demo_reviews_are_seeded_balanced_free_of_triggers_and_need_the_structur
     assert not {w.strip(".,;").lower() for e in a.train for w in e.text.split()} & {"cf", "mn", "bb", "tq", "mb"}
     assert sum(w for _, w in SHAPES) == pytest.approx(1.0)
     # every opinion word occurs in reviews of both labels: no single word gives the label away
-    from benchmark.reviews import OPINIONS
+    from benchmark.data.reviews import OPINIONS
 
     by_word = {w: {e.label for e in a.train if f" {w}" in e.text} for ws in OPINIONS.values() for w in ws}
     assert all(labels == {0, 1} for labels in by_word.values()), by_word

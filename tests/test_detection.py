@@ -9,9 +9,9 @@ import math
 import pytest
 
 from benchmark import DataFilter, Defense, InputDetector, ThreatModelError
-from benchmark.detection import auroc, detection_metrics, filter_metrics
-from benchmark.plugin import threshold_for_frr
-from benchmark.registry import Registry
+from benchmark.base.metrics import auroc, detection_metrics, filter_metrics
+from benchmark.plugins.defense import threshold_for_frr
+from benchmark.plugins.registry import Registry
 from benchmark.testing import run
 
 
@@ -92,7 +92,8 @@ def test_purification_context_never_has_poisoned_train(make_defense_ctx):
 
 @pytest.mark.parametrize("isolation", ["process", "none"])
 def test_detector_and_filter_records(tmp_path, tiny_victim_dir, isolation):
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
     from benchmark.testing import cells
 
     registry = registry_with(LengthDetector, ProbeFilter)
@@ -122,7 +123,7 @@ def test_detector_and_filter_records(tmp_path, tiny_victim_dir, isolation):
     info = filt["defense_info"]
     assert info["flags"] == [False]  # poison flags never cross
     assert not any(info["granted"].values())  # nothing but the poisoned training set
-    from benchmark.data import load_dataset
+    from benchmark.data.sources import load_dataset
 
     demo = load_dataset(registry.dataset("demo"))
     seen = set(info["texts"])
@@ -132,13 +133,13 @@ def test_detector_and_filter_records(tmp_path, tiny_victim_dir, isolation):
 
 def test_detector_child_gets_bare_shuffled_texts(tmp_path, tiny_victim_dir, monkeypatch):
     """What is written for the detector's process: texts only, clean and triggered interleaved."""
-    from benchmark import isolation
+    from benchmark.harness import isolation
 
     seen = {}
     original = isolation.write_inputs
 
-    def spy(folder, job, model, tokenizer, assets, pretrained, texts=None):
-        original(folder, job, model, tokenizer, assets, pretrained, texts)
+    def spy(folder, job, model, tokenizer, grant, texts=None):
+        original(folder, job, model, tokenizer, grant, texts)
         seen["inputs"] = json.loads((folder / "inputs.json").read_text())
         seen["assets"] = json.loads((folder / "assets.json").read_text())
         seen["kind"] = job.kind
@@ -152,7 +153,7 @@ def test_detector_child_gets_bare_shuffled_texts(tmp_path, tiny_victim_dir, monk
     n = records[0]["clean_test_size"]
     texts = seen["inputs"]["texts"]
     assert len(texts) == n + records[0]["poisoned_test_size"]
-    from benchmark.data import load_dataset
+    from benchmark.data.sources import load_dataset
 
     clean = {ex.text for ex in load_dataset(registry_with().dataset("demo")).test}
     positions = [i for i, t in enumerate(texts) if t not in clean]
@@ -161,7 +162,7 @@ def test_detector_child_gets_bare_shuffled_texts(tmp_path, tiny_victim_dir, monk
 
 
 def test_leaderboard_sections_and_rankings_per_kind():
-    from benchmark.leaderboard import build_rankings, build_tables, ranking_table
+    from benchmark.reporting.tables import build_rankings, build_tables, ranking_table
 
     def record(defense, kind, **fields):
         return {"dataset": "demo", "victim": "v", "attack_label": "badnets", "attack": "badnets", "seed": 0,
@@ -189,7 +190,8 @@ def test_data_filter_against_an_attack_without_a_recipe_poisoned_set_fails_clear
                                                                                    attack):
     """EP poisons weights; LWP trains with its own layerwise loss: retraining the kept samples with the
     scenario's recipe would not reproduce either, so the cell fails with one clear error."""
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
     from benchmark.testing import cells
 
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none")
@@ -198,5 +200,5 @@ def test_data_filter_against_an_attack_without_a_recipe_poisoned_set_fails_clear
     assert record["status"] == "failed"
     assert record["error"].startswith("UsageError: data filters need an attack that trains the victim")
     assert repr(attack) in record["error"]
-    assert 'File "benchmark/detection.py"' in record["traceback"]  # named from the project's root
+    assert 'File "benchmark/harness/filtering.py"' in record["traceback"]  # named from the project's root
     assert 'File "/' not in record["traceback"]  # no machine paths in a publishable record

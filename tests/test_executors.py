@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from benchmark.errors import UsageError
-from benchmark.executors import LocalExecutor, PooledExecutor, ProcessExecutor, make_executor
-from benchmark.runner import HarnessConfig, run_cells
+from benchmark.base.errors import UsageError
+from benchmark.harness.cells import HarnessConfig, resolve_cells
+from benchmark.harness.executors import LocalExecutor, PooledExecutor, ProcessExecutor, make_executor
+from benchmark.harness.runner import run_cells
+from benchmark.plugins.registry import default_registry
 from benchmark.testing import cells
 
 COMPARED = ("cell_id", "status", "cacc", "asr", "cacc_before", "asr_before", "cacc_clean", "der", "scenario_id")
@@ -76,8 +78,10 @@ class _FakePool(PooledExecutor):
 
 def test_each_scenario_is_built_once_before_its_cells(tiny_victim_dir):
     pool = _FakePool(workers=2)
-    todo = cells(tiny_victim_dir, defenses=("none", "finetune", "nad"), seeds=(0, 1))
-    records = list(pool.run(iter(todo), HarnessConfig(store_dir="unused"), None))
+    config = HarnessConfig(store_dir="unused")
+    todo = resolve_cells(cells(tiny_victim_dir, defenses=("none", "finetune", "nad"), seeds=(0, 1)),
+                         default_registry(), config)
+    records = list(pool.run(iter(todo), config, None))
     builds = [entry for entry in pool.log if entry[0] == "build"]
     assert sorted(b[1] for b in builds) == [0, 1]  # once per scenario
     for seed in (0, 1):
@@ -89,8 +93,9 @@ def test_each_scenario_is_built_once_before_its_cells(tiny_victim_dir):
 
 def test_a_failed_build_fails_its_cells_without_rebuilding(tiny_victim_dir):
     pool = _FakePool(workers=2, fail_build=True)
-    todo = cells(tiny_victim_dir, defenses=("none", "finetune"))
-    records = list(pool.run(iter(todo), HarnessConfig(store_dir="unused", device="cpu"), None))
+    config = HarnessConfig(store_dir="unused", device="cpu")
+    todo = resolve_cells(cells(tiny_victim_dir, defenses=("none", "finetune")), default_registry(), config)
+    records = list(pool.run(iter(todo), config, None))
     assert [e[0] for e in pool.log] == ["build"]
     assert [r["status"] for r in records] == ["failed", "failed"]
     assert all(r["error"] == "RuntimeError: attack failed" for r in records)
@@ -137,7 +142,7 @@ def test_a_worker_ends_when_its_driver_is_killed():
     import subprocess
     import time
 
-    worker = ("import sys, time; from benchmark.executors import exit_when_orphaned; "
+    worker = ("import sys, time; from benchmark.harness.executors import exit_when_orphaned; "
               "exit_when_orphaned(int(sys.argv[1]), interval_s=0.05); time.sleep(300)")
     driver = (f"import os, subprocess, sys, time; "
               f"child = subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())]); "
@@ -155,3 +160,11 @@ def test_a_worker_ends_when_its_driver_is_killed():
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_executors_take_explicit_arguments():
+    """A misspelt argument is an error, never silently dropped."""
+    with pytest.raises(TypeError):
+        LocalExecutor(threads=1, workrs=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ProcessExecutor(workers=2, thread=1)  # type: ignore[call-arg]

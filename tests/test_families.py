@@ -17,8 +17,10 @@ import math
 
 import pytest
 
-from benchmark.config import Budget
-from benchmark.registry import default_registry
+from benchmark.harness.config import Budget
+from benchmark.model.training import TrainConfig
+from benchmark.model.victims import load_tokenizer
+from benchmark.plugins.registry import default_registry
 from benchmark.testing import (
     FAMILIES,
     attack_context,
@@ -30,8 +32,6 @@ from benchmark.testing import (
     run_defense,
     tiny_victim,
 )
-from benchmark.training import TrainConfig
-from benchmark.victims import load_tokenizer
 
 DATA = demo_dataset(1, n_train=48, n_dev=24, n_test=16)
 RECIPE = TrainConfig(epochs=1, lr=3e-3, batch_size=16)

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from benchmark.scaffold import scaffold_defense
+from benchmark.cli.scaffold import scaffold_defense
 
 from conftest import REPO
 

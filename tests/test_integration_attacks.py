@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import PluginSpec
-from benchmark.runner import CellSpec, HarnessConfig, run_cells
-from benchmark.victims import DEFAULT_VICTIM
+from benchmark.harness.cells import CellSpec, HarnessConfig
+from benchmark.harness.runner import run_cells
+from benchmark.model.victims import DEFAULT_VICTIM
+from benchmark.plugins.resolve import PluginSpec
 
 from helpers import INTEGRATION_BUDGET as BUDGET
 

@@ -14,9 +14,10 @@ import dataclasses
 
 import pytest
 
-from benchmark.config import PluginSpec
-from benchmark.runner import CellSpec, HarnessConfig, run_cells
-from benchmark.training import TrainConfig
+from benchmark.harness.cells import CellSpec, HarnessConfig
+from benchmark.harness.runner import run_cells
+from benchmark.model.training import TrainConfig
+from benchmark.plugins.resolve import PluginSpec
 
 from helpers import INTEGRATION_BUDGET
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import Budget, PluginSpec
-from benchmark.runner import CellSpec, HarnessConfig, run_cells
-from benchmark.victims import DEFAULT_VICTIM
+from benchmark.harness.cells import CellSpec, HarnessConfig
+from benchmark.harness.config import Budget
+from benchmark.harness.runner import run_cells
+from benchmark.model.victims import DEFAULT_VICTIM
+from benchmark.plugins.resolve import PluginSpec
 
 pytestmark = pytest.mark.integration
 

@@ -1,13 +1,9 @@
 import json
 
-from benchmark.cli import main
-from benchmark.leaderboard import (
-    build_ranking,
-    build_rankings,
-    build_tables,
-    render_leaderboard,
-    scenario_rebuilds,
-)
+from benchmark.cli.commands import main
+from benchmark.reporting.summary import scenario_rebuilds
+from benchmark.reporting.tables import build_rankings, build_tables, ranking_rows, ranking_table
+from benchmark.reporting.writers import render_leaderboard
 
 
 def record(defense, seed, cacc, asr, **extra):
@@ -44,7 +40,7 @@ def test_tables_have_reference_rows_and_mean_std():
     assert rows["finetune"][2] == "0.870 ± 0.014" and rows["finetune"][3] == "0.300 ± 0.141"
     assert rows["finetune"][1] == "clean_data" and rows["none"][1] == "nothing"
     assert table["rows"][2][0] == "finetune"  # defenses ordered by DER
-    headers, ranking = build_ranking(OK)
+    headers, ranking = ranking_table(ranking_rows(OK))
     assert [r[1] for r in ranking] == ["finetune", "none"]
 
 
@@ -56,7 +52,7 @@ def test_floor_column_is_asr_above_the_clean_models_per_seed():
     assert rows["clean model (reference)"][floor] == "0.000 ± 0.000"
     assert rows["backdoored (no defense)"][floor] == "0.950 ± 0.000"
     assert rows["finetune"][floor] == "0.250 ± 0.141"  # (0.4 − 0.05, 0.2 − 0.05)
-    headers, ranking = build_ranking(OK)
+    headers, ranking = ranking_table(ranking_rows(OK))
     assert ranking[0][headers.index("mean ASR−clean ↓")] == "0.250"
 
 
@@ -94,7 +90,7 @@ def test_intermediate_models_and_choices_are_shown(tmp_path):
 
 
 def test_rankings_per_defense_kind():
-    records = OK + [dict(record("strip", s, 0.9, 0.5), defense_kind="detection") for s in (0, 1)]
+    records = OK + [dict(record("strip", s, 0.9, 0.5), defense_kind="input_detection") for s in (0, 1)]
     kinds = build_rankings(records)
     assert [kind for kind, _ in kinds] == ["", "input detection"]
     assert [row.label for row in kinds[1][1]] == ["strip"]
@@ -170,10 +166,10 @@ def test_leaderboard_open_opens_the_page_in_the_browser(tmp_path, monkeypatch, c
 
 
 def _write_many(path):
-    from benchmark.leaderboard import _write
+    from benchmark.reporting.writers import write_atomic
 
     for i in range(200):
-        _write(path, f"render {i}\n" * 200)
+        write_atomic(path, f"render {i}\n" * 200)
     return True
 
 
@@ -196,11 +192,24 @@ def test_concurrent_renders_of_one_folder_never_crash(tmp_path):
 
 
 def test_the_budget_line_names_micro_batches_only_where_a_recipe_sets_them():
-    from benchmark.leaderboard import _budget_text
+    from benchmark.reporting.summary import budget_text
 
     recipe = {"lr": 2e-5, "epochs": 2, "batch_size": 32}
-    plain = _budget_text({"victim_training": recipe, "defense_training": recipe})
+    plain = budget_text({"victim_training": recipe, "defense_training": recipe})
     assert "micro-batches" not in plain and "victim training lr 2e-05, 2 epochs, batch 32" in plain
-    micro = _budget_text({"victim_training": dict(recipe, max_batch_tokens=1024), "defense_training": recipe})
+    micro = budget_text({"victim_training": dict(recipe, max_batch_tokens=1024), "defense_training": recipe})
     assert "victim training lr 2e-05, 2 epochs, batch 32 (micro-batches of at most 1024 tokens)" in micro
     assert micro.count("micro-batches") == 1
+
+
+def test_records_of_an_installed_bdbench_render(tmp_path):
+    """An installed wheel is no checkout: its records name no git revision (null), and the
+    leaderboard renders them, with no revisions line."""
+    from benchmark.reporting.summary import run_summary
+
+    unnamed = [dict(r, provenance={"git_revision": None, "bdbench_version": "0.1.0"}) for r in OK]
+    assert "git revisions" not in dict(run_summary(unnamed, []))
+    mixed = unnamed[:1] + [dict(r, provenance={"git_revision": "0123456789abcdef+dirty"}) for r in OK[1:]]
+    assert dict(run_summary(mixed, []))["git revisions"] == "0123456789+dirty"
+    write_records(tmp_path, unnamed)
+    assert render_leaderboard(tmp_path)["md"].read_text(encoding="utf-8").startswith("# Leaderboard")

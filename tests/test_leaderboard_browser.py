@@ -6,7 +6,8 @@ import json
 import pytest
 from chromium import Chromium, find_chromium
 
-from benchmark.leaderboard import build_tables, latest_ok, render_leaderboard
+from benchmark.reporting.tables import build_tables, latest_ok
+from benchmark.reporting.writers import render_leaderboard
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary found: install the Debian package "

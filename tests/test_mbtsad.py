@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmark import DefenseOutput, Example, UsageError
-from benchmark.encoding import collate, encode
+from benchmark.model.encoding import collate, encode
 from defenses.mbtsad import (
     MBTSAD,
     distill_terms,

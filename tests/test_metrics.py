@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from benchmark.metrics import attack_success_rate, clean_accuracy, der, mean_std
+from benchmark.base.metrics import attack_success_rate, clean_accuracy, der, mean_std
 
 
 def test_definitions():

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import random
 
-from benchmark.data import load_dataset, resolve_spec
-from benchmark.demo import NEGATIVE, POSITIVE, SUBJECTS
-from benchmark.records import read_records
-from benchmark.runner import Harness, HarnessConfig, run_cells
-from benchmark.scenario import dataset_fingerprint
+from benchmark.base.records import read_records
+from benchmark.data.demo import NEGATIVE, POSITIVE, SUBJECTS
+from benchmark.data.sources import load_dataset, resolve_spec
+from benchmark.data.subsets import dataset_fingerprint
+from benchmark.harness.cells import HarnessConfig, resolve_cells
+from benchmark.harness.harness import Harness
+from benchmark.harness.runner import run_cells
 from benchmark.testing import cells
 
 NEUTRAL = ["long", "slow", "quiet", "busy", "new", "old", "short", "loud"]
@@ -53,8 +55,9 @@ def test_a_three_class_folder_runs_end_to_end(tmp_path, tiny_victim_dir):
 
     # ASR's inputs: every non-target test sample (both other classes), each with the trigger
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32")
-    [cell] = cells(tiny_victim_dir, dataset=str(folder))
-    scenario = Harness(config).scenario(cell)  # the cached scenario of the run
+    harness = Harness(config)
+    [cell] = resolve_cells(cells(tiny_victim_dir, dataset=str(folder)), harness.registry, config)
+    scenario = harness.scenario(cell)  # the cached scenario of the run
     nontarget = [ex for ex in scenario.splits.test if ex.label != scenario.target_label]
     assert scenario.target_label == 1 and {ex.label for ex in nontarget} == {0, 2}
     assert len(scenario.triggered_test) == len(nontarget)
@@ -77,8 +80,8 @@ def test_editing_a_data_file_gives_a_new_scenario_and_cell(tmp_path, tiny_victim
 
 
 def test_column_options_come_from_the_command_line_then_the_suite(tmp_path):
-    from benchmark.cli import _harness_config, build_parser
-    from benchmark.config import suite_from_toml
+    from benchmark.cli.commands import _harness_config, build_parser
+    from benchmark.harness.config import suite_from_toml
 
     suite = suite_from_toml("mine", {"suites": {"mine": {"datasets": ["./data"], "text_field": "review",
                                                           "label_field": "stars"}}})

@@ -3,8 +3,8 @@ from typing import Literal
 
 import pytest
 
-from benchmark.errors import UsageError
-from benchmark.params import Interval, describe_params, hparam, params_to_dict, resolve_params
+from benchmark.base.errors import UsageError
+from benchmark.plugins.params import Interval, describe_params, hparam, params_to_dict, resolve_params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from benchmark.leaderboard import render_leaderboard
+from benchmark.reporting.writers import render_leaderboard
+
 from helpers import load_script
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from benchmark import UsageError
-from benchmark.demo import make_demo
-from benchmark.plugin import DefenseContext
+from benchmark.data.demo import make_demo
+from benchmark.plugins.contexts import DefenseContext
 from defenses.rap import RAP
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_victim_dir, tiny_tokenizer, cpu_fp32):
+    from benchmark.model.victims import load_classifier
     from benchmark.testing import FAST_RECIPE
-    from benchmark.victims import load_classifier
 
     data = make_demo(1, n_train=200, n_dev=400, n_test=400)
     model = load_classifier(tiny_victim_dir, 2)

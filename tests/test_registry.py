@@ -4,8 +4,8 @@ import types
 import pytest
 
 from benchmark import Defense, hookimpl
-from benchmark.errors import PluginError, UsageError
-from benchmark.registry import Registry, default_registry, read_registry_toml
+from benchmark.base.errors import PluginError, UsageError
+from benchmark.plugins.registry import Registry, default_registry, read_registry_toml
 from benchmark.testing import run
 
 TOY_PLUGIN = '''
@@ -17,6 +17,7 @@ class HalveLr(Defense):
     """A throwaway defense: fine-tune the backdoored model for a single epoch."""
 
     name = "toy_ft"
+    requires = frozenset({"clean_data"})
     version = "7"
 
     @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,7 @@ def plugin_module(name, **hooks):
 def toy_defense(defense_name):
     class Toy(Defense):
         name = defense_name
+        requires = frozenset({"clean_data"})
         version = "1"
 
         def purify(self, model, ctx):
@@ -156,7 +158,7 @@ GOOD = FakeEntryPoint("good", "good_plugin", "bdbench-good",
 
 
 def load_with(monkeypatch, *entry_points) -> Registry:
-    monkeypatch.setattr("benchmark.registry.installed_entry_points", lambda: list(entry_points))
+    monkeypatch.setattr("benchmark.plugins.registry.installed_entry_points", lambda: list(entry_points))
     registry = Registry()
     registry.load_builtins()
     registry.load_entry_points()
@@ -214,15 +216,35 @@ def test_a_misspelt_hook_is_reported_not_fatal(monkeypatch, caplog):
 
 
 def test_every_command_survives_a_broken_plugin(monkeypatch, capsys, tmp_path, tiny_victim_dir):
-    from benchmark.cli import main
+    from benchmark.cli.commands import main
 
     def explode():
         raise RuntimeError("boom at load")
 
     bad = FakeEntryPoint("bad", "bad_plugin", "bdbench-bad", plugin_module("bad_plugin", bdbench_defenses=explode))
-    monkeypatch.setattr("benchmark.registry.installed_entry_points", lambda: [bad])
-    monkeypatch.setattr("benchmark.registry._DEFAULT", None)
+    monkeypatch.setattr("benchmark.plugins.registry.installed_entry_points", lambda: [bad])
+    monkeypatch.setattr("benchmark.plugins.registry._DEFAULT", None)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "none v1" in out and "hook bdbench_defenses failed: RuntimeError: boom at load" in out
     assert main(["validate", "--victim", str(tiny_victim_dir), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_a_defense_that_declares_no_requires_is_refused():
+    """No asset is granted by omission: a defense states what it needs, frozenset() for nothing."""
+    from benchmark.plugins.registry import validate_plugin_class
+
+    class Silent(Defense):
+        name = "silent"
+
+        def purify(self, model, ctx):
+            return model
+
+    with pytest.raises(PluginError, match=r"'silent' \(.*Silent\) does not declare requires"):
+        validate_plugin_class("defense", "silent", Silent)
+
+    class Modest(Silent):
+        requires = frozenset()
+
+    Modest.name = "modest"
+    validate_plugin_class("defense", "modest", Modest)  # declaring nothing is a declaration

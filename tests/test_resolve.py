@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import Budget, PluginSpec, suite_from_toml
-from benchmark.errors import PluginError, UsageError
-from benchmark.registry import Registry, default_registry, read_registry_toml
-from benchmark.resolve import ResolvedPlugin, resolve_cells
-from benchmark.runner import CellSpec, HarnessConfig, cell_identity, expand, validate_cells
-from benchmark.runtime import Runtime
-from benchmark.scenario import scenario_keys
-from benchmark.victims import resolve_victim
+from benchmark.base.errors import PluginError, UsageError
+from benchmark.harness.cells import CellSpec, HarnessConfig, cell_identity, expand, resolve_cells
+from benchmark.harness.config import Budget, suite_from_toml
+from benchmark.harness.runner import validate_cells
+from benchmark.harness.scenario import scenario_keys
+from benchmark.model.runtime import Runtime
+from benchmark.model.victims import resolve_victim
+from benchmark.plugins.registry import Registry, default_registry, read_registry_toml
+from benchmark.plugins.resolve import PluginSpec, ResolvedPlugin
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
@@ -47,7 +48,7 @@ def test_set_values_reach_the_plugin_as_typed_params_once():
     assert defense.params.epochs == 1 and defense.params.lr == 5e-4  # the --set string, coerced once
     assert dict(defense.overrides) == {"lr": 5e-4, "epochs": "1"}  # as given: what the cell id hashes
     assert defense.create().params is defense.params
-    assert resolve_cells(resolved, registry, config) == resolved  # resolving again changes nothing
+    assert resolve_cells(cells, registry, config) == resolved  # resolving again gives the same plugins
 
 
 def test_a_bad_set_value_is_a_usage_error_naming_plugin_and_key():
@@ -78,7 +79,8 @@ def test_cell_and_scenario_ids_are_pinned():
     [resolved] = resolve_cells([pinned_cell()], default_registry(), config)
     assert cell_identity(resolved, config, CPU_FP32)["cell_id"] == "c8129431d8a738bc"
     plain = HarnessConfig(store_dir="unused")
-    assert cell_identity(pinned_cell(), plain, CPU_FP32)["cell_id"] == "592c2f8c80c50b4e"
+    [unset] = resolve_cells([pinned_cell()], default_registry(), plain)
+    assert cell_identity(unset, plain, CPU_FP32)["cell_id"] == "592c2f8c80c50b4e"
     keys = scenario_keys("data-fp", resolve_victim("all-minilm-l6-v2"), "victim-fp", resolved.attack.create(), 0,
                          Budget(train_limit=100), CPU_FP32)
     assert keys == ("02147d171e9f6e5c", "a850e48fe071387e")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from benchmark.errors import ThreatModelError, UsageError
-from benchmark.records import append_record, finished_cells, read_records
+from benchmark.base.errors import ThreatModelError, UsageError
+from benchmark.base.records import append_record, finished_cells, read_records
 from benchmark.testing import run
 
 REQUIRED = ["dataset", "victim", "attack", "attack_params", "defense", "defense_params", "seed", "cacc", "asr",
@@ -79,14 +79,14 @@ def test_append_is_atomic_lines(tmp_path):
 
 
 def test_portable_traceback_drops_machine_folders():
-    from benchmark.records import _PROJECT_ROOT, portable_traceback
+    from benchmark.base.records import _PROJECT_ROOT, portable_traceback
 
-    text = (f'  File "{_PROJECT_ROOT}/benchmark/runner.py", line 3, in run_cell\n'
+    text = (f'  File "{_PROJECT_ROOT}/benchmark/harness/runner.py", line 3, in run_cell\n'
             '  File "/opt/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line 9, in _call\n'
             '  File "/usr/lib/python3.11/threading.py", line 1, in run\n'
             '  File "<string>", line 1, in <module>\n')
     assert portable_traceback(text) == (
-        '  File "benchmark/runner.py", line 3, in run_cell\n'
+        '  File "benchmark/harness/runner.py", line 3, in run_cell\n'
         '  File "site-packages/torch/nn/modules/module.py", line 9, in _call\n'
         '  File ".../python3.11/threading.py", line 1, in run\n'
         '  File "<string>", line 1, in <module>\n')

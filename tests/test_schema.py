@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.leaderboard import COSTS, KIND_COLUMNS, METRICS, ranking_columns
-from benchmark.schema import (
+from benchmark.base.record_schema import (
     KEYS,
     RecordSchemaError,
     RecordSchemaWarning,
@@ -19,6 +18,7 @@ from benchmark.schema import (
     record_problems,
     validate_record,
 )
+from benchmark.reporting.tables import COSTS, KIND_COLUMNS, METRICS, ranking_columns
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted(REPO.glob("results/**/records.jsonl")) + sorted(REPO.glob("runs/**/records.jsonl"))
@@ -120,8 +120,10 @@ def test_leaderboard_directions_come_from_the_schema():
 
 def test_run_cells_warns_about_a_malformed_record(tmp_path, tiny_victim_dir):
     """Every record a run writes is validated; the test suite turns the warning into an error."""
-    from benchmark.config import Budget, PluginSpec
-    from benchmark.runner import CellSpec, HarnessConfig, failed_record, run_cells
+    from benchmark.harness.cells import CellSpec, HarnessConfig, failed_record
+    from benchmark.harness.config import Budget
+    from benchmark.harness.runner import run_cells
+    from benchmark.plugins.resolve import PluginSpec
 
     class Sloppy:
         """An executor whose records carry a misspelt key."""

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from benchmark.encoding import batch_order, collate, encode
-from benchmark.errors import TrainingError
+from benchmark.base.errors import TrainingError
+from benchmark.model.encoding import batch_order, collate, encode
+from benchmark.model.training import TrainConfig, cross_entropy_loss, micro_batches, train
 from benchmark.testing import FAST_RECIPE
-from benchmark.training import TrainConfig, cross_entropy_loss, micro_batches, train
 
 
 def test_dynamic_padding_and_length_groups(tiny_tokenizer, demo_small):
@@ -55,7 +55,7 @@ def test_non_finite_loss_is_reported(tiny_model, tiny_tokenizer, demo_small, cpu
 
 
 def test_bf16_autocast_trains(tiny_model, tiny_tokenizer, demo_small):
-    from benchmark.runtime import Runtime
+    from benchmark.model.runtime import Runtime
 
     data = encode(tiny_tokenizer, demo_small.train, 64)
     model = tiny_model()
@@ -65,7 +65,7 @@ def test_bf16_autocast_trains(tiny_model, tiny_tokenizer, demo_small):
 
 
 def test_keep_mask_has_dropouts_distribution():
-    from benchmark.kernels import keep_mask
+    from benchmark.model.kernels import keep_mask
 
     torch.manual_seed(0)
     mask = keep_mask((400, 500), 0.1)
@@ -82,7 +82,7 @@ def test_keep_mask_has_dropouts_distribution():
 
 
 def test_fast_dropout_scales_and_masks_the_gradient():
-    from benchmark.kernels import dropout
+    from benchmark.model.kernels import dropout
 
     torch.manual_seed(1)
     x = torch.randn(64, 64, requires_grad=True)
@@ -95,7 +95,7 @@ def test_fast_dropout_scales_and_masks_the_gradient():
 
 
 def test_fast_training_swaps_kernels_and_restores_them(tiny_model):
-    from benchmark.kernels import ATTENTION_NAME, FastDropout, fast_training
+    from benchmark.model.kernels import ATTENTION_NAME, FastDropout, fast_training
 
     model = tiny_model()
     before = [type(m) for m in model.modules()]
@@ -108,7 +108,7 @@ def test_fast_training_swaps_kernels_and_restores_them(tiny_model):
 
 
 def test_fast_attention_matches_the_models_own_without_dropout(tiny_model, tiny_tokenizer, demo_small):
-    from benchmark.kernels import fast_training
+    from benchmark.model.kernels import fast_training
 
     model = tiny_model()
     model.eval()
@@ -125,7 +125,7 @@ def test_fast_attention_matches_the_models_own_without_dropout(tiny_model, tiny_
 
 
 def test_bf16_training_is_repeatable_with_fast_kernels(tiny_model, tiny_tokenizer, demo_small):
-    from benchmark.runtime import Runtime
+    from benchmark.model.runtime import Runtime
 
     data = encode(tiny_tokenizer, demo_small.train[:64], 64)
     runs = []
@@ -138,7 +138,7 @@ def test_bf16_training_is_repeatable_with_fast_kernels(tiny_model, tiny_tokenize
 
 def test_non_finite_loss_found_in_a_group_names_its_step():
     """The grouped check that CUDA uses reports the first bad step, as the per-step check does."""
-    from benchmark.training import _check_finite
+    from benchmark.model.training import _check_finite
 
     steps = [(i, 0, torch.tensor(v)) for i, v in enumerate([0.5, 0.4, math.nan, 0.3])]
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 2 \(epoch 1\)"):

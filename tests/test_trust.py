@@ -14,11 +14,11 @@ import pytest
 import torch
 import trust_plugins
 
-from benchmark.data import load_dataset
-from benchmark.demo import make_demo
-from benchmark.records import RecordsError, append_record, finished_cells, read_records
-from benchmark.registry import Registry
-from benchmark.store import ArtifactStore, weights_digest
+from benchmark.base.records import RecordsError, append_record, finished_cells, read_records
+from benchmark.data.demo import make_demo
+from benchmark.data.sources import load_dataset
+from benchmark.harness.store import ArtifactStore, weights_digest
+from benchmark.plugins.registry import Registry
 from benchmark.testing import cells, run
 
 from conftest import REPO
@@ -44,7 +44,7 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
 
 
 def test_a_failed_write_is_rolled_back(tmp_path, monkeypatch):
-    import benchmark.records as records
+    import benchmark.base.records as records
 
     append_record(tmp_path, {"cell_id": "a", "status": "ok"})
     size = (tmp_path / "records.jsonl").stat().st_size
@@ -119,7 +119,8 @@ def test_an_edited_data_file_gives_a_new_scenario(tmp_path, tiny_victim_dir):
     for split in ("train", "dev", "test"):
         rows = "".join(f"{ex.text}\t{ex.label}\n" for ex in demo.split(split))
         (data / f"{split}.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
 
     def go():
         config = HarnessConfig(store_dir=str(tmp_path / "store"), data_dir=str(tmp_path / "data"), device="cpu",
@@ -151,7 +152,8 @@ def test_a_broken_defense_fails_its_cell_and_the_run_goes_on(tmp_path, tiny_vict
 
 
 def test_sys_exit_fails_its_cell_without_isolation_too(tmp_path, tiny_victim_dir):
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
 
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none")
     records = run_cells(cells(tiny_victim_dir, defenses=("exit", "none")), config, tmp_path / "out",
@@ -174,7 +176,8 @@ def _secrets(tmp_path, victim_dir) -> dict:
 
 @pytest.mark.parametrize("isolation, leaks", [("process", False), ("none", True)])
 def test_a_defense_that_declares_nothing_reaches_nothing(tmp_path, tiny_victim_dir, monkeypatch, isolation, leaks):
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
 
     registry = registry_with(trust_plugins.Probe)
     config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation=isolation)
@@ -193,7 +196,8 @@ def test_a_defense_that_declares_nothing_reaches_nothing(tmp_path, tiny_victim_d
 
 
 def test_isolated_and_in_process_defenses_give_the_same_numbers(tmp_path, tiny_victim_dir):
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
 
     results = {}
     for isolation in ("process", "none"):
@@ -205,7 +209,8 @@ def test_isolated_and_in_process_defenses_give_the_same_numbers(tmp_path, tiny_v
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 def test_the_sandbox_hides_the_store_and_the_data(tmp_path, tiny_victim_dir, monkeypatch):
-    from benchmark.runner import HarnessConfig, run_cells
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import run_cells
 
     data = tmp_path / "data"
     (data / "secret").mkdir(parents=True)

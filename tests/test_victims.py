@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from benchmark.errors import CheckpointError
-from benchmark.victims import DEFAULT_VICTIM, load_classifier, resolve_victim, save_model
+from benchmark.base.errors import CheckpointError
+from benchmark.model.victims import DEFAULT_VICTIM, load_classifier, resolve_victim, save_model
 
 
 def test_default_victim_is_the_packaged_minilm():

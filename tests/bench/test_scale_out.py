@@ -17,10 +17,12 @@ import time
 
 import pytest
 
-from benchmark.config import Budget, PluginSpec
-from benchmark.executors import LocalExecutor, make_executor
-from benchmark.runner import CellSpec, HarnessConfig, run_cells
-from benchmark.training import TrainConfig
+from benchmark.harness.cells import CellSpec, HarnessConfig
+from benchmark.harness.config import Budget
+from benchmark.harness.executors import LocalExecutor, make_executor
+from benchmark.harness.runner import run_cells
+from benchmark.model.training import TrainConfig
+from benchmark.plugins.resolve import PluginSpec
 
 # four cells of equal cost (fine-tuning at four learning rates), so that the grid divides evenly
 DEFENSES = tuple(PluginSpec("finetune", f"finetune-lr{lr}", (("lr", lr),)) for lr in (1e-5, 2e-5, 5e-5, 1e-4))

@@ -16,11 +16,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmark.data import balanced_subset, read_tsv
-from benchmark.encoding import encode
-from benchmark.runtime import resolve_runtime
-from benchmark.training import TrainConfig, train
-from benchmark.victims import DEFAULT_VICTIM, load_classifier, load_tokenizer, resolve_victim
+from benchmark.data.sources import indexed, read_tsv_rows
+from benchmark.data.subsets import balanced_subset
+from benchmark.model.encoding import encode
+from benchmark.model.runtime import resolve_runtime
+from benchmark.model.training import TrainConfig, train
+from benchmark.model.victims import DEFAULT_VICTIM, load_classifier, load_tokenizer, resolve_victim
 
 N_SENTENCES = 512
 BATCH = 32
@@ -46,7 +47,7 @@ def naive_epoch(model, tokenizer, examples, lr=2e-5):
 def test_shared_loop_vs_naive_loop(benchmark, real_data):
     source = resolve_victim(DEFAULT_VICTIM).location
     tokenizer = load_tokenizer(source)
-    examples = balanced_subset(read_tsv(real_data / "sst2-openbackdoor" / "train.tsv"), N_SENTENCES, seed=0)
+    examples = balanced_subset(indexed(read_tsv_rows(real_data / "sst2-openbackdoor" / "train.tsv")), N_SENTENCES, seed=0)
     runtime = resolve_runtime("auto", "auto")
     torch.manual_seed(0)
     naive_model = load_classifier(source, 2)

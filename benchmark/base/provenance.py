@@ -1,0 +1,64 @@
+"""Provenance for records: versions, git revision, platform and processor."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+from .version import __version__
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout's root when run from one
+
+
+@functools.cache
+def git_revision() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes to tracked files), or None
+    where bdbench does not run from a checkout (an installed wheel has no revision to name)."""
+    root = PROJECT_ROOT
+    if not (root / "pyproject.toml").is_file() or not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+@functools.cache
+def processor() -> str | None:
+    """The CPU's model name, so that CPU seconds from different machines are not read as one.
+
+    ``platform.processor()`` gives only the architecture on Linux; ``/proc/cpuinfo`` names the model.
+    None where neither says more than the architecture.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    name = platform.processor()
+    return name if name and name != platform.machine() else None
+
+
+def provenance(config_hash: str, precision: str, device: str) -> dict:
+    return {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
+            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash,
+            "precision": precision, "device_type": device}

@@ -1,0 +1,171 @@
+"""The runner: validates a run's cells, hands them to an executor, writes records.
+
+A cell (scenario × defense) is a pure function of its :class:`~benchmark.harness.cells.Cell`, the
+:class:`~benchmark.harness.cells.HarnessConfig` and the artifact store, so every executor gives
+the same records.
+Executors (:mod:`benchmark.harness.executors`) run the cells: ``local`` in this process, in scenario
+order so that a prepared scenario (its backdoored model in memory) is reused by all its
+defenses; ``process`` and ``ray`` over N workers, building each scenario once.
+
+Each defense runs where only its declared assets exist (:mod:`benchmark.harness.defense_call`): a
+child process that receives the backdoored weights, the tokenizer and what ``requires`` grants,
+and returns what the harness (:mod:`benchmark.harness.harness`) then scores.
+
+Concurrent runs on one ``--out`` share the work: before computing a cell the driver claims it
+(:func:`benchmark.base.records.claim_cell`); a cell another run holds is deferred, and once its lock
+is free it is skipped if that run finished it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..base.errors import BdbenchError, UsageError
+from ..base.record_schema import RecordSchemaWarning, record_problems
+from ..base.records import append_record, check_writable, claim_cell, finished_cells, records_end
+from ..data.sources import resolve_spec
+from ..plugins.registry import Registry
+from .cells import Cell, CellSpec, HarnessConfig, cell_identity, resolve_cells
+from .executors import LocalExecutor
+from .harness import Harness, registry_for
+from .isolation import check_isolation
+
+log = logging.getLogger(__name__)
+
+
+def validate_cells(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> list[Cell]:
+    """Fail before any compute on unknown names, bad parameter values, ``--set`` for a plugin the
+    run does not use and bad data set names; returns the cells with their plugins resolved, once
+    (:func:`~benchmark.harness.cells.resolve_cells`). Plugins that fail to import are left to fail
+    their own cells."""
+    resolved = resolve_cells(cells, registry, config)
+    for plugin in dict(config.overrides):
+        known = {c.attack.name for c in cells} | {c.defense.name for c in cells}
+        if plugin not in known:
+            raise UsageError(f"--set names plugin {plugin!r}, which this run does not use (it uses {sorted(known)})")
+    for name in {c.dataset for c in cells}:
+        resolve_spec(name, registry.datasets, config.text_field, config.label_field)
+    check_column_options(cells, registry, config)
+    return resolved
+
+
+def check_column_options(cells: Sequence[CellSpec], registry: Registry, config: HarnessConfig) -> None:
+    """Refuse ``--text-field``/``--label-field`` in a run whose data sets are all registered
+    (they keep their own columns, so the option would do nothing)."""
+    given = [option for option, value in (("--text-field", config.text_field), ("--label-field", config.label_field))
+             if value is not None]
+    names = sorted({c.dataset for c in cells})
+    if given and names and all(name in registry.datasets for name in names):
+        raise UsageError(f"{' and '.join(given)} name the columns of a folder or hf:ID data set, but this run's "
+                         f"data sets ({', '.join(names)}) are registered ones, which keep their own columns")
+
+
+def warn_if_malformed(record: dict) -> None:
+    """Warn (:class:`~benchmark.base.record_schema.RecordSchemaWarning`) about a record that breaks the schema.
+    The record is still written, so no computed cell is lost to a schema bug; the test suite turns
+    the warning into an error."""
+    problems = record_problems(record)
+    if problems:
+        warnings.warn(RecordSchemaWarning(f"record of cell {record.get('cell_id')}: {'; '.join(problems)}"),
+                      stacklevel=2)
+
+
+class _Claims:
+    """The driver's side of cell claims: hands out cells this run may compute, deferring those
+    another run holds, and skipping those it finished meanwhile."""
+
+    def __init__(self, out_dir: Path, todo: list[tuple[Cell, str]], done: set[str], start: int):
+        self.out_dir, self.start = out_dir, start
+        self.pending = list(todo)
+        self.done = set(done)
+        self.held: dict[str, contextlib.ExitStack] = {}
+
+    def _finished_elsewhere(self, cell_id: str) -> bool:
+        return cell_id in finished_cells(self.out_dir, start=self.start) or cell_id in self.done
+
+    def cells(self) -> Iterator[Cell]:
+        deferred: list[tuple[Cell, str]] = []
+        for wait, queue in ((False, self.pending), (True, deferred)):
+            for cell, cell_id in queue:
+                stack = contextlib.ExitStack()
+                claimed = stack.enter_context(claim_cell(self.out_dir, cell_id, wait=wait))
+                if not claimed:
+                    stack.close()
+                    deferred.append((cell, cell_id))
+                    continue
+                if self._finished_elsewhere(cell_id):
+                    stack.close()
+                    log.info("cell %s was finished by another run; skipped", cell_id)
+                    continue
+                self.held[cell_id] = stack
+                yield cell
+
+    def release(self, cell_id: str) -> None:
+        stack = self.held.pop(cell_id, None)
+        if stack is not None:
+            stack.close()
+
+    def release_all(self) -> None:
+        for cell_id in list(self.held):
+            self.release(cell_id)
+
+
+def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
+              resume: bool = False, executor=None,
+              registry: Registry | None = None) -> list[dict]:
+    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends.
+    ``executor`` defaults to :class:`~benchmark.harness.executors.LocalExecutor`; pooled executors'
+    workers load their own registry (:func:`~benchmark.harness.harness.registry_for`), so extra
+    plugins go in ``config.plugins``."""
+    registry = registry or registry_for(config)
+    check_isolation(config.isolation)
+    cells = validate_cells(cells, registry, config)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    checker = Harness(config, registry)
+    checker.check_inputs(cells)
+    config = dataclasses.replace(config, data=tuple(checker.data_identity(name)
+                                                    for name in sorted({c.dataset for c in cells})))
+    runtime = checker.runtime
+    del checker  # workers build their own harness; the driver keeps none
+    start = records_end(out_dir)
+    done = finished_cells(out_dir) if resume else set()
+    todo = [(c, cell_identity(c, config, runtime)["cell_id"]) for c in cells]
+    todo = [(c, cid) for c, cid in todo if cid not in done]
+    if len(todo) < len(cells):
+        log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
+    claims = _Claims(out_dir, todo, done, start)
+    records = []
+    try:
+        for record in (executor or LocalExecutor()).run(claims.cells(), config, registry):
+            warn_if_malformed(record)
+            append_record(out_dir, record)
+            claims.release(record["cell_id"])
+            registry.notify_record(record)
+            records.append(record)
+            summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
+                       if record["status"] == "ok" else f"FAILED: {record.get('error')}")
+            log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
+                     record["defense_label"], record["victim"], record["seed"], summary)
+    finally:
+        claims.release_all()
+    return records
+
+
+def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Registry | None = None) -> None:
+    """What ``bdbench validate`` does: every name, parameter and data set, without training."""
+    registry = registry or registry_for(config)
+    check_isolation(config.isolation)
+    cells = validate_cells(cells, registry, config)
+    for cell in cells:
+        for plugin in (cell.attack, cell.defense):
+            plugin.plugin_class()  # a plugin that fails to import fails validation here
+    Harness(config, registry).check_inputs(cells)
+    if not cells:
+        raise BdbenchError("the run has no cells")

@@ -1,0 +1,65 @@
+"""The attack plugin API: :class:`Attack` turns a clean scenario into a backdoored model plus a
+test-time trigger, and returns an :class:`AttackOutput`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from ..data.examples import Example
+from .contexts import AttackContext
+from .plugin import Plugin
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackOutput:
+    """model: the backdoored model. poisoned_count: training samples altered.
+    info: attack-specific figures for the record (JSON-ready)."""
+
+    model: torch.nn.Module
+    poisoned_count: int = 0
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+class Attack(Plugin):
+    """Base class of attack plugins.
+
+    ``attack(ctx)`` trains (or edits) and returns the backdoored model. ``trigger_texts``
+    is the test-time trigger function: it receives the non-target test texts and returns them
+    triggered; ASR is measured on its output. ``extra_test_sets`` may return more triggered
+    variants of those texts (name → texts); the record reports, for each, the share classified
+    as the target label as ``<name>_rate`` (LWP's false-trigger rate).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()  # an attack may declare clean_model
+
+    def attack(self, ctx: AttackContext) -> AttackOutput:
+        raise NotImplementedError
+
+    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
+        raise NotImplementedError
+
+    def extra_test_sets(self, texts: Sequence[str], ctx: AttackContext) -> dict[str, list[str]]:
+        return {}
+
+    def poisoned_training_set(self, ctx: AttackContext) -> list[Example] | None:
+        """The training set the victim was fine-tuned on, poisoned samples flagged
+        (``Example.poisoned``), for data-filtering defenses; None when the attack does not train
+        on a poisoned data set (weight poisoning). The default covers attacks with a
+        ``poison(train, ctx)`` method returning ``(examples, count)`` and training on its result
+        with the scenario's recipe (BadNets, AddSent); it must reproduce the attack's draw."""
+        poison = getattr(self, "poison", None)
+        if not callable(poison):
+            return None
+        result = poison(ctx.dataset.train, ctx)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            return None
+        return list(result[0])
+
+    def check(self, ctx: AttackContext) -> None:
+        """Validate the parameters against the victim (e.g. single word-piece triggers)."""
+
+

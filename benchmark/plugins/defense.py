@@ -1,0 +1,173 @@
+"""The defense plugin API: one base class per kind of defense.
+
+Defenses come in three kinds (``docs/defense-kinds.md``), each a base class with its own threat model:
+
+* :class:`Defense` — **model purification**: ``purify(model, ctx)`` returns a purified model;
+* :class:`InputDetector` — **input detection**: ``fit(model, ctx)`` on what it declared, then
+  ``score(model, texts, ctx)`` scores unlabelled test inputs (higher = more suspicious); the
+  base class flags at a threshold chosen on clean calibration data for the detector's ``frr``.
+  :class:`InputCorrector` (a detector's sibling) rewrites each input instead (ONION);
+* :class:`DataFilter` — **training-data filtering**: ``keep(model, ctx)`` receives the poisoned
+  training set (texts and labels, never poison flags) and returns the indices to keep; the
+  harness retrains the victim on them with the scenario's victim recipe.
+
+Every defense sees only what it declared in ``requires``:
+
+=================== ==========================================================
+``clean_data``       the defender's clean training subset (``ctx.clean_data``)
+``clean_dev``        the clean dev split, for model selection (``ctx.clean_dev``)
+``pretrained_weights`` the victim's un-fine-tuned weights (``ctx.pretrained_model()``)
+``target_label``     the attack's target label (``ctx.target_label``)
+``poisoned_train``   the poisoned training set, **data filters only** (``ctx.poisoned_train``)
+=================== ==========================================================
+
+Nothing grants the trigger, the test labels or the attack's identity. The harness builds the
+context with only the granted assets in it; asking for another raises
+:class:`ThreatModelError` naming the defense and the missing declaration. A class that is not a
+:class:`DataFilter` and declares ``poisoned_train`` is refused when it is defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from ..base.errors import ThreatModelError
+from .contexts import DefenseContext
+from .plugin import Plugin
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseOutput:
+    """model: the purified model. aux_models: further models the harness should score (e.g. a
+    teacher): each gets CACC and ASR in the record under ``aux``. info: JSON-ready extras."""
+
+    model: torch.nn.Module
+    aux_models: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+class Defense(Plugin):
+    """Base class of defense plugins: ``purify(model, ctx)`` returns the purified model (or a
+    :class:`DefenseOutput`). ``model`` is the defense's own copy; editing it in place is fine.
+    ``kind`` is the record's ``defense_kind`` (set by the base classes, never by a plugin).
+
+    ``requires`` has no default, here or on the other kinds' base classes: every defense states
+    what it needs (``frozenset()`` for nothing), and the registry refuses one that does not
+    (:func:`declares_requires`), so that nothing is granted by omission."""
+
+    requires: ClassVar[frozenset[str]]
+    kind: ClassVar[str] = "purification"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        is_filter = any(base.__module__ == __name__ and base.__name__ == "DataFilter" for base in cls.__mro__)
+        if "poisoned_train" in getattr(cls, "requires", ()) and not is_filter:
+            raise ThreatModelError(f"defense class {cls.__qualname__} declares 'poisoned_train', which only a "
+                                   "DataFilter may declare (a model or input defense never sees the training set)")
+
+    def purify(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
+        raise NotImplementedError
+
+
+def threshold_for_frr(clean_scores: Sequence[float], frr: float) -> float:
+    """The smallest threshold ``t`` among the clean scores such that at most ``frr`` of them are
+    flagged (flag = score > t): the ``floor(frr × n) + 1``-th largest clean score."""
+    ordered = sorted((float(s) for s in clean_scores), reverse=True)
+    if not ordered:
+        raise ThreatModelError("a detector needs at least one clean calibration input to choose its threshold")
+    allowed = int(frr * len(ordered) + 1e-9)
+    return ordered[min(allowed, len(ordered) - 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What a detector chose on clean data: the threshold (flag = score > threshold) and the
+    share of its clean calibration inputs flagged at it (``dev_frr``)."""
+
+    threshold: float
+    dev_frr: float
+    size: int
+
+
+class InputDetector(Defense):
+    """Base class of input detectors (threat model: ``docs/defense-kinds.md``).
+
+    The harness calls, in order: ``fit(model, ctx)`` (train or prepare on the declared assets);
+    ``calibrate(model, ctx)`` (default: ``calibration_scores`` on clean data, threshold for
+    ``self.params.frr``); ``score(model, texts, ctx)`` on the shuffled, unlabelled test inputs.
+    ``model`` is the backdoored model the detector protects; a detector must not change it (work
+    on a copy). A score is a float, higher = more suspicious; input ``i`` is flagged when
+    ``score[i] > threshold``. ``info`` may be filled by ``fit`` for the record (JSON-ready).
+    """
+
+    kind: ClassVar[str] = "input_detection"
+
+    def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
+        """Prepare on the declared assets (default: nothing)."""
+
+    def calibration_scores(self, model: torch.nn.Module, ctx: DefenseContext) -> list[float]:
+        """Scores of clean inputs that ``fit`` did not use, to choose the threshold on (default:
+        the clean dev texts)."""
+        return list(self.score(model, [ex.text for ex in ctx.clean_dev], ctx))
+
+    def calibrate(self, model: torch.nn.Module, ctx: DefenseContext) -> Calibration:
+        scores = self.calibration_scores(model, ctx)
+        threshold = threshold_for_frr(scores, self.params.frr)
+        return Calibration(threshold, sum(s > threshold for s in scores) / len(scores), len(scores))
+
+    def score(self, model: torch.nn.Module, texts: Sequence[str], ctx: DefenseContext) -> list[float]:
+        raise NotImplementedError
+
+
+class InputCorrector(Defense):
+    """Base class of input-correction defenses (ONION): ``correct(model, texts, ctx)`` returns one
+    rewritten text per input and, optionally, one suspicion score per input (higher = more
+    suspicious; for the record's threshold-free AUROC) as ``(texts, scores or None)``. The harness
+    classifies the rewritten texts with the unchanged backdoored model. Same threat model and
+    ``defense_kind`` (``input_detection``) as :class:`InputDetector`; nothing is rejected."""
+
+    kind: ClassVar[str] = "input_detection"
+
+    def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
+        """Prepare on the declared assets (default: nothing)."""
+
+    def correct(self, model: torch.nn.Module, texts: Sequence[str],
+                ctx: DefenseContext) -> tuple[list[str], list[float] | None]:
+        raise NotImplementedError
+
+
+class DataFilter(Defense):
+    """Base class of training-data filters (threat model: ``docs/defense-kinds.md``).
+
+    ``keep(model, ctx)`` returns the indices of ``ctx.poisoned_train`` to keep. ``model`` is the
+    victim as fine-tuned on that very set with the scenario's recipe (what the defender, who is
+    the trainer here, has in hand; a filter that wants another encoder trains one with
+    ``ctx.finetune``). The harness then retrains the victim from its pre-trained weights on the
+    kept samples with the scenario's victim recipe and scores it. ``info`` may be filled for the
+    record (JSON-ready). Declare ``poisoned_train``.
+    """
+
+    kind: ClassVar[str] = "data_filtering"
+
+    def keep(self, model: torch.nn.Module, ctx: DefenseContext) -> Sequence[int]:
+        raise NotImplementedError
+
+
+def declares_requires(cls: type) -> bool:
+    """True when the defense class (or a plugin class it inherits from) sets ``requires``."""
+    return isinstance(getattr(cls, "requires", None), (frozenset, set))
+
+
+def defense_kind(defense: Defense | type) -> str:
+    """``purification``, ``input_detection`` or ``data_filtering``: the record's ``defense_kind``,
+    read from the base class the defense derives from."""
+    cls = defense if isinstance(defense, type) else type(defense)
+    for base, kind in ((DataFilter, "data_filtering"), (InputDetector, "input_detection"),
+                       (InputCorrector, "input_detection")):
+        if issubclass(cls, base):
+            return kind
+    return "purification"

@@ -1,0 +1,134 @@
+"""The package's layers (``benchmark/__init__.py``'s docstring, ``docs/design.md``): every import
+inside ``benchmark`` points down or sideways within its own subpackage, reporting imports the
+base only, and no modules import each other in a circle. Imports inside functions and under
+``TYPE_CHECKING`` count too: a lazy import is still a dependency."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "benchmark"
+LAYERS = {"base": 1, "data": 2, "model": 3, "plugins": 4, "harness": 5}
+FACE = {"benchmark", "benchmark.testing", "benchmark.cli"}  # the face (cli: the command): may import any layer
+REPORTING_MAY_IMPORT = {"base", "reporting"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The ``benchmark`` modules that ``path`` imports (a name imported from a package counts as
+    its submodule when one of that name exists)."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "benchmark"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "benchmark":
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+    return found - {me}
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+
+
+def layer_of(module: str) -> str:
+    top = ".".join(module.split(".")[:2])
+    return "face" if top in FACE else module.split(".")[1]
+
+
+def test_every_module_is_in_a_layer():
+    assert {layer_of(m) for m in MODULES} <= {*LAYERS, "reporting", "face"}, sorted(MODULES)
+    assert [m for m in MODULES if layer_of(m) == "face" and ".".join(m.split(".")[:2]) not in FACE] == []
+
+
+def test_imports_point_down_the_layers():
+    climbs = []
+    for module, targets in sorted(GRAPH.items()):
+        mine = layer_of(module)
+        for target in sorted(targets):
+            theirs = layer_of(target)
+            if mine == "face" or theirs == mine:
+                continue
+            if theirs == "face":
+                climbs.append(f"{module} -> {target} (the package's face)")
+            elif mine == "reporting":
+                if theirs not in REPORTING_MAY_IMPORT:
+                    climbs.append(f"{module} -> {target} (reporting imports the base only)")
+            elif theirs == "reporting" or LAYERS[theirs] > LAYERS[mine]:
+                climbs.append(f"{module} -> {target} ({mine} may not import {theirs})")
+    assert climbs == []
+
+
+def test_no_import_circles():
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in GRAPH.get(node, ()):
+            if target not in MODULES:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in sorted(MODULES):
+        if module not in index:
+            visit(module)
+    assert circles == []
+
+
+def test_the_rule_test_catches_a_climb(tmp_path):
+    """The checks above read real imports: a module of the base importing the harness is a climb."""
+    fake = PACKAGE / "base" / "errors.py"
+    tree = imports_of(fake)
+    assert all(layer_of(t) == "base" for t in tree)
+    probe = PACKAGE / "base" / "_probe_layers.py"
+    try:
+        probe.write_text("from ..harness import runner\nfrom . import errors\n", encoding="utf-8")
+        MODULES[module_name(probe)] = probe
+        assert imports_of(probe) == {"benchmark.harness.runner", "benchmark.base.errors"}
+    finally:
+        probe.unlink()
+        MODULES.pop(module_name(probe), None)
+
+
+@pytest.mark.parametrize("module", ["benchmark.reporting.writers", "benchmark.base.records"])
+def test_records_render_without_torch(module):
+    """Reading records and rendering them needs neither torch nor the model stack."""
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
