@@ -1,24 +1,5 @@
 """bdbench: a benchmark of backdoor defenses for language-model text classifiers.
 
-The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack`,
-:class:`Defense` and the other two kinds of defense (:class:`InputDetector`,
-:class:`InputCorrector`, :class:`DataFilter`), their contexts and outputs, :class:`Example`,
-:class:`DatasetSpec`, ``hookimpl`` and ``hparam``; and the toolkit the built-in plugins use:
-
-* model internals, for every supported encoder family (:mod:`benchmark.model.architecture`):
-  :func:`encoder_layers`, :func:`ffn_projections`, :func:`ffn_activation`, :func:`word_embeddings`,
-  :func:`task_head`, :func:`pooler`, :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
-  :func:`resolve_layers`, :func:`forward_internals`, :func:`eager_attention`; and
-  :func:`clone_model`;
-* distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
-  :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
-  :func:`activation_attention_loss`;
-* trigger helpers (:mod:`benchmark.plugins.triggers`): :func:`insert_words`, :func:`insert_each`,
-  :func:`window_words`, :func:`check_single_pieces`, :func:`poison_by_mode`,
-  :class:`PoisoningAttack`.
-
-Plugins import from ``benchmark`` only; their tests may also use :mod:`benchmark.testing`.
-
 **Layers.** Inside, the package is grouped into subpackages by job, each importing only from the
 layers below it (``tests/test_layers.py`` fails on an import that climbs, and on any import
 circle):
@@ -39,8 +20,28 @@ circle):
 
 :mod:`benchmark.reporting` (leaderboard tables, summary, page, plots, the files written) stands
 apart: it imports the base only, never torch, so that records render without the model stack.
-Nothing here is imported before it is asked for: ``from benchmark import X`` loads X's module on
-first use, so importing a subpackage (``benchmark.reporting``) does not load the rest.
+Besides ``hookimpl`` and ``__version__``, nothing here is imported before it is asked for:
+``from benchmark import X`` loads X's module on first use, so importing a subpackage
+(``benchmark.reporting``) does not load the rest.
+
+The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack`,
+:class:`Defense` and the other two kinds of defense (:class:`InputDetector`,
+:class:`InputCorrector`, :class:`DataFilter`), their contexts and outputs, :class:`Example`,
+:class:`DatasetSpec`, ``hookimpl`` and ``hparam``; and the toolkit the built-in plugins use:
+
+* model internals, for every supported encoder family (:mod:`benchmark.model.architecture`):
+  :func:`encoder_layers`, :func:`ffn_projections`, :func:`ffn_activation`, :func:`word_embeddings`,
+  :func:`task_head`, :func:`pooler`, :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
+  :func:`resolve_layers`, :func:`forward_internals`, :func:`eager_attention`; and
+  :func:`clone_model`;
+* distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
+  :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
+  :func:`activation_attention_loss`;
+* trigger helpers (:mod:`benchmark.plugins.triggers`): :func:`insert_words`, :func:`insert_each`,
+  :func:`window_words`, :func:`check_single_pieces`, :func:`poison_by_mode`,
+  :class:`PoisoningAttack`.
+
+Plugins import from ``benchmark`` only; their tests may also use :mod:`benchmark.testing`.
 """
 
 from importlib import import_module

@@ -13,8 +13,9 @@ So, by default (``isolation="process"``), each defense runs in a **fresh child p
 2. a child process forked from a clean interpreter (:class:`DefenseServer`: a fresh
    ``python -m benchmark.harness.isolation --serve`` that imported only torch, transformers and the
    plugin API, never the harness's state) loads those files, builds the
-   :class:`DefenseContext`, imports the defense class by module path, runs ``purify`` inside a
-   cost phase and writes the purified weights (and any auxiliary models) back as safetensors;
+   :class:`DefenseContext` (:meth:`benchmark.harness.grants.Grant.context`), imports the defense
+   class by module path, runs it (``purify`` for a purification, inside a cost phase) and writes
+   the purified weights (and any auxiliary models) back as safetensors;
 3. the harness loads the weights and evaluates them itself. A defense that raises, calls
    ``sys.exit`` or kills its process fails its own cell only.
 
@@ -44,6 +45,7 @@ read-only, the artifact store and the data folders are hidden behind empty tmpfs
 unshared too. Files outside those folders (the pre-trained weights in site-packages, say) stay
 readable: the sandbox hides the benchmark's secrets, not the machine.
 ``isolation="none"`` runs the defense in the harness's process (for debugging a trusted plugin).
+:class:`benchmark.harness.defense_call.DefenseCaller` is the one caller of this module and chooses.
 """
 
 from __future__ import annotations
