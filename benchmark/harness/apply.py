@@ -53,10 +53,9 @@ def apply_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
     ``fit``/``calibrate``/``score`` for an input detector on ``texts``, ``fit``/``correct`` for a
     corrector, ``keep`` for a data filter. Checks the answer's shape (one score per input, finite;
     distinct indices in range) and raises :class:`PluginError` naming the defense otherwise."""
-    kind = defense_kind(defense)
     device = ctx.runtime.device
     phase_costs: dict[str, dict] = {}
-    if kind == "purification":
+    if defense_kind(defense) == "purification":
         with costs.phase("defense", device) as cost:
             result = defense.purify(model, ctx)
         output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
@@ -70,12 +69,11 @@ def apply_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
             defense.fit(model, ctx)
             calibration = defense.calibrate(model, ctx) if isinstance(defense, InputDetector) else None
     phase_costs["defense"] = cost.as_dict()
-    info = dict(getattr(defense, "info", {}) or {})
     if isinstance(defense, DataFilter):
         size = len(ctx.poisoned_train)
         if any(not 0 <= i < size for i in kept) or len(set(kept)) != len(kept):
             raise PluginError(f"defense {defense.name!r}: keep() must return distinct indices in [0, {size})")
-        return DefenseAnswer(None, {}, info, phase_costs, {"kept": sorted(kept)})
+        return DefenseAnswer(None, {}, _info(defense), phase_costs, {"kept": sorted(kept)})
     texts = list(texts or [])
     with costs.phase("detection", device) as cost:
         if isinstance(defense, InputDetector):
@@ -91,4 +89,9 @@ def apply_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
             output = {"texts": rewritten,
                       "scores": None if scores is None else _finite_scores(scores, len(texts), defense.name)}
     phase_costs["detection"] = cost.as_dict()
-    return DefenseAnswer(None, {}, dict(getattr(defense, "info", {}) or {}), phase_costs, output)
+    return DefenseAnswer(None, {}, _info(defense), phase_costs, output)
+
+
+def _info(defense: Defense) -> dict:
+    """What a detector, corrector or filter put in ``self.info`` while it ran (read after it ran)."""
+    return dict(getattr(defense, "info", {}) or {})

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 
 import torch
 
@@ -359,9 +359,7 @@ class RayExecutor(PooledExecutor):
                 ray.shutdown()
 
 
-EXECUTORS: Mapping[str, Callable[..., object]] = {
-    "local": LocalExecutor, "process": ProcessExecutor, "ray": RayExecutor,
-}
+EXECUTORS = ("local", "process", "ray")  # --executor's choices
 
 
 def make_executor(name: str, workers: int = 1, threads: int = 0, ray_address: str | None = None):

@@ -36,6 +36,7 @@ from typing import ClassVar
 import torch
 
 from ..base.errors import ThreatModelError
+from ..base.requirements import BY_NAME
 from .contexts import DefenseContext
 from .plugin import Plugin
 
@@ -48,6 +49,10 @@ class DefenseOutput:
     model: torch.nn.Module
     aux_models: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)
     info: dict = dataclasses.field(default_factory=dict)
+
+
+_BASE_OF_KIND = {"purification": "Defense", "input_detection": "InputDetector or InputCorrector",
+                 "data_filtering": "DataFilter"}
 
 
 class Defense(Plugin):
@@ -64,10 +69,12 @@ class Defense(Plugin):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        is_filter = any(base.__module__ == __name__ and base.__name__ == "DataFilter" for base in cls.__mro__)
-        if "poisoned_train" in getattr(cls, "requires", ()) and not is_filter:
-            raise ThreatModelError(f"defense class {cls.__qualname__} declares 'poisoned_train', which only a "
-                                   "DataFilter may declare (a model or input defense never sees the training set)")
+        for name in getattr(cls, "requires", ()):
+            only = BY_NAME[name].only if name in BY_NAME else None  # the one kind that may declare it
+            if only is not None and cls.kind != only:
+                raise ThreatModelError(f"defense class {cls.__qualname__} declares {name!r}, which only a "
+                                       f"{_BASE_OF_KIND[only]} may declare (a model or input defense never sees "
+                                       "the training set)")
 
     def purify(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
         raise NotImplementedError
