@@ -184,9 +184,10 @@ def demo_dataset(seed: int = 0, n_train: int = 200, n_dev: int = 60, n_test: int
 
 def attack_context(tokenizer, pretrained: Callable[[], torch.nn.Module], dataset: Dataset, *,
                    recipe: TrainConfig = FAST_RECIPE, target_label: int = 1, max_length: int = 64, seed: int = 0,
-                   name: str = "test") -> AttackContext:
-    """An :class:`AttackContext` over ``dataset``; ``clean_model()`` is ``pretrained()``
-    fine-tuned on the training split with ``recipe`` (trained once, copied on each call)."""
+                   name: str = "test", data_dir: os.PathLike | None = None) -> AttackContext:
+    """An :class:`AttackContext` over ``dataset`` (also its ``source_dataset``: no limits);
+    ``clean_model()`` is ``pretrained()`` fine-tuned on the training split with ``recipe``
+    (trained once, copied on each call); ``data_dir``: the run's data folder."""
     cache: dict[str, torch.nn.Module] = {}
 
     def clean() -> torch.nn.Module:
@@ -197,7 +198,8 @@ def attack_context(tokenizer, pretrained: Callable[[], torch.nn.Module], dataset
         return copy.deepcopy(cache["model"])
 
     ctx = AttackContext(tokenizer=tokenizer, runtime=cpu_runtime(), max_length=max_length, seed=seed,
-                        train_config=recipe, dataset=dataset, target_label=target_label,
+                        train_config=recipe, dataset=dataset, source_dataset=dataset,
+                        data_dir=Path(data_dir) if data_dir is not None else None, target_label=target_label,
                         pretrained_model=pretrained, _clean_model=clean, attack_name=name)
     return ctx
 
@@ -253,8 +255,8 @@ def run_attack(attack: Attack, ctx: AttackContext, texts: Sequence[str] | None =
     _expect(isinstance(output, AttackOutput) and isinstance(output.model, torch.nn.Module),
             f"{attack.name}.attack returned {output!r:.80}, not an AttackOutput holding a model")
     triggered = attack.trigger_texts(list(texts), ctx)
-    _expect(len(triggered) == len(texts) and all(isinstance(t, str) for t in triggered),
-            f"{attack.name}.trigger_texts must return one text per input")
+    _expect(len(triggered) == len(texts) and all(t is None or isinstance(t, str) for t in triggered),
+            f"{attack.name}.trigger_texts must return one text (or None) per input")
     extra = attack.extra_test_sets(list(texts), ctx)
     _expect(all(len(v) == len(texts) for v in extra.values()), f"{attack.name}.extra_test_sets: one text per input")
     return AttackRun(output, triggered, extra)

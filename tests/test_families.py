@@ -37,7 +37,10 @@ DATA = demo_dataset(1, n_train=48, n_dev=24, n_test=16)
 RECIPE = TrainConfig(epochs=1, lr=3e-3, batch_size=16)
 BUDGET = Budget(train_limit=48, test_limit=16, dev_limit=16, max_length=48, victim_training=RECIPE,
                 defense_training=RECIPE)
-ATTACKS = [("badnets", {}), ("addsent", {}), ("ep", {"min_steps": 2}), ("lwp", {})]
+ATTACKS = [("badnets", {}), ("addsent", {}), ("ep", {"min_steps": 2}), ("lwp", {}),
+           ("sos", {"triggers": ("cf", "mn", "bb"), "test_trigger": "cf mn bb", "epochs": 1}),
+           ("synbkd", {}), ("stylebkd", {}), ("replay", {})]
+REPLAYS = {"synbkd", "stylebkd", "replay"}  # given a rewrite folder of DATA (the rewrites fixture)
 DEFENSES = [
     ("none", {}), ("finetune", {}), ("fine_pruning", {"step": 0.5}), ("nad", {}), ("nad", {"variant": "attention_map"}),
     ("mbtsad", {"copies": 1}), ("fine_mixing", {"rho": 0.5, "e_pur": True, "e_pur_top": 5}), ("reinit", {"k": 1}),
@@ -59,6 +62,16 @@ def victim(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def rewrites(tmp_path_factory):
+    """A rewrite folder of DATA (benchmark.data.rewrites): every row prefixed, labels kept."""
+    folder = tmp_path_factory.mktemp("rewrites")
+    for split in ("train", "test"):
+        rows = "".join(f"when it was so , {ex.text}\t{ex.label}\n" for ex in DATA.split(split))
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    return folder
+
+
 def case_id(case):
     name, params = case
     return name + "".join(f"-{k}={v}" for k, v in params.items())
@@ -72,8 +85,10 @@ def test_every_builtin_is_covered():
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("case", ATTACKS, ids=case_id)
-def test_attack_on_family(victim, family, case):
+def test_attack_on_family(victim, rewrites, family, case):
     name, params = case
+    if name in REPLAYS:
+        params = {**params, "poisoned_dir": str(rewrites)}
     folder = victim(family)
     cls = default_registry().get("attack", name)
     ctx = attack_context(load_tokenizer(folder), model_factory(folder), DATA, recipe=RECIPE, name=name)

@@ -128,8 +128,12 @@ KEYS: tuple[RecordKey, ...] = (
          pattern=r"[a-z0-9_]+_rate_before"),
     _key("poisoned_count", ["integer", "null"], "scenario", OK, "training samples the attack altered"),
     _key("attack_info", ["object"], "scenario", OK, "what the attack reported (AttackOutput.info)"),
+    _key("attack_stealth", ["object"], "scenario", OK, "the triggered test texts against their sources "
+         "(benchmark.base.stealth): pairs, changed_share, edit_words_mean, edit_share_mean; absent from records "
+         "written before it existed", optional=True),
     _key("attack_cost", ["object"], "scenario", OK, "the attack phase's cost (benchmark.base.costs.PhaseCost)"),
-    _key("clean_cost", ["object"], "scenario", OK, "the clean reference model's training cost"),
+    _key("clean_cost", ["object", "null"], "scenario", OK, "the clean reference model's training cost (null: "
+         "the scenario has none, an external attack's with clean_reference false)"),
     _key("scenario_weights", ["object"], "scenario", OK, "SHA-256 of the clean reference model's and the "
          "backdoored model's weights as built (benchmark.harness.store.weights_digest): clean, backdoored; null for "
          "a model stored before the digest existed. Records of one scenario_id naming different digests "

@@ -22,7 +22,7 @@ from ..base.hashing import DigestCache, folder_fingerprint
 from ..base.record_schema import record_fields
 from ..base.records import portable_traceback, sanitize
 from ..data.examples import Dataset
-from ..data.sources import load_dataset, resolve_spec
+from ..data.sources import data_dir_from_env, load_dataset, resolve_spec
 from ..data.subsets import dataset_fingerprint
 from ..model.architecture import reinit_head
 from ..model.runtime import Runtime, resolve_runtime
@@ -35,7 +35,7 @@ from .defense_call import CellEnv, DefenseCaller
 from .detection import detection_fields
 from .filtering import filtering_fields
 from .purification import purification_fields
-from .scenario import Scenario, prepare_scenario
+from .scenario import Scenario, Splits, attack_context, prepare_scenario
 from .store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ class Harness:
                     store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=victim,
                     victim_fp=self.victim_fingerprint(cell.victim), tokenizer=self.tokenizer(cell.victim),
                     pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed),
-                    attack=attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime)
+                    attack=attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime,
+                    data_dir=data_dir_from_env(self.config.data_dir))
                 self._scenario = (key, scenario)
             except (Exception, SystemExit) as exc:  # remembered: every defense of this scenario fails the same way
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
@@ -181,6 +182,19 @@ class Harness:
         for victim in sorted({c.victim for c in cells}):
             longest = max(c.budget.max_length for c in cells if c.victim == victim)
             check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
+        for cell in {c.scenario_key(): c for c in cells}.values():
+            if cell.attack.cls is not None:  # an attack that failed to import fails its own cells
+                self.check_attack(cell)
+
+    def check_attack(self, cell: Cell) -> None:
+        """The attack's own check (:meth:`Attack.check`: its parameters against the victim, the
+        inputs it reads) in the context its scenario will give it, without training."""
+        dataset, _ = self.dataset(cell.dataset)
+        attack: Attack = cell.attack.create()
+        splits = Splits.limited(dataset, cell.budget, cell.seed)
+        attack.check(attack_context(attack, self.tokenizer(cell.victim), self.runtime, cell.budget, cell.seed, splits,
+                                    dataset, self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed),
+                                    None, data_dir_from_env(self.config.data_dir)))
 
     # -- one cell
     def run_cell(self, cell: Cell) -> dict:
@@ -221,7 +235,9 @@ def scenario_fields(cell: Cell, scenario: Scenario, defense: Defense, isolation_
         clean_cost=scenario.clean_meta["cost"], attack_cost=scenario.attack_meta["cost"],
         scenario_weights={"clean": scenario.clean_meta.get("weights_sha256"),
                           "backdoored": scenario.attack_meta.get("weights_sha256")},
-        attack_info=scenario.attack_meta["info"], poisoned_count=scenario.attack_meta["poisoned_count"],
+        attack_info=scenario.attack_meta["info"],
+        **({"attack_stealth": scenario.attack_meta["stealth"]} if "stealth" in scenario.attack_meta else {}),
+        poisoned_count=scenario.attack_meta["poisoned_count"],
         isolation=isolation_mode)
 
 

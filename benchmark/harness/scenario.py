@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import torch
 
 from ..base import costs
+from ..base.errors import PluginError
 from ..base.hashing import stable_hash
 from ..base.metrics import attack_success_rate, clean_accuracy
+from ..base.stealth import stealth_figures
 from ..data.examples import Dataset, Example
 from ..data.subsets import balanced_subset
 from ..model.runtime import Runtime
@@ -102,10 +105,12 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack: Attack, seed: int,
-                  budget: Budget, runtime: Runtime) -> tuple[str, str]:
+                  budget: Budget, runtime: Runtime, attack_inputs: dict | None = None) -> tuple[str, str]:
     """(clean model key, attacked artifact key): hashes of all that determines each. The data
     and the victim enter by content (``dataset_fp``: every text and label; ``victim_fp``: every
-    file of the victim folder), so new weights or data at the same path give new keys."""
+    file of the victim folder), so new weights or data at the same path give new keys; so do
+    the attack's own inputs (``attack_inputs``: :meth:`Attack.input_identity`), which enter the
+    attacked key only when not empty (every earlier key is unchanged)."""
     clean_identity = {
         "dataset": dataset_fp, "victim": victim.name, "victim_content": victim_fp, "seed": seed,
         "train_limit": budget.train_limit, "test_limit": budget.test_limit, "max_length": budget.max_length,
@@ -115,31 +120,39 @@ def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack:
     clean_key = stable_hash(clean_identity)
     attack_identity = {"clean": clean_key, "attack": attack.name, "version": attack.version,
                        "params": params_to_dict(attack.params), "target_label": budget.target_label}
+    if attack_inputs:
+        attack_identity["inputs"] = attack_inputs
     return clean_key, stable_hash(attack_identity)
 
 
 def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str, victim: VictimSource,
                      victim_fp: str, tokenizer, pretrained: callable, attack: Attack, seed: int,
-                     budget: Budget, runtime: Runtime) -> Scenario:
+                     budget: Budget, runtime: Runtime, data_dir: Path | None = None) -> Scenario:
     """The scenario of ``attack`` (an instance with its resolved parameters) on ``dataset`` and the
     victim: its clean reference model and attacked-model artifact are loaded from ``store`` when
     there, else built and stored under :func:`scenario_keys`. ``pretrained`` gives fresh copies of
-    the victim's pre-trained weights with a head seeded by ``seed``."""
+    the victim's pre-trained weights with a head seeded by ``seed``; ``data_dir`` is the run's data
+    folder (the attack's context carries it)."""
     splits = Splits.limited(dataset, budget, seed)
-    clean_key, attack_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime)
     target = budget.target_label
     nontarget_test = [ex.text for ex in splits.test if ex.label != target]
+    clean_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime)[0]
 
     # -- the clean reference model (also EP's starting point)
     def build_clean():
         model = pretrained()
         with costs.phase("clean-train", runtime.device) as cost:
-            ctx = _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, None)
+            ctx = attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, None, data_dir)
             ctx.finetune(model, splits.train)
         acc = ctx.accuracy(model, splits.test)
         return model, {"cacc": acc, "cost": cost.as_dict(), "train_size": len(splits.train)}
 
-    clean_meta = store.get_or_build("clean", clean_key, build_clean)[1]  # the built model is not kept
+    if attack.has_clean_reference():
+        clean_meta = store.get_or_build("clean", clean_key, build_clean)[1]  # the built model is not kept
+    elif "clean_model" in attack.requires:
+        raise PluginError(f"attack {attack.name!r} declares clean_model but says it has no clean reference model")
+    else:  # the victim the attacked model came from is not known: no floor
+        clean_meta = {"cacc": None, "cost": None, "train_size": len(splits.train)}
 
     def clean_copy() -> torch.nn.Module:
         # read from the store at each call, never kept: a copy kept here would stay resident
@@ -147,35 +160,59 @@ def prepare_scenario(*, store: ArtifactStore, dataset: Dataset, dataset_fp: str,
         return store.load_model("clean", clean_key, dataset.num_labels)
 
     # -- the attack: backdoored model, test-time trigger, before-defense metrics
-    ctx = _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained,
-                          clean_copy if "clean_model" in attack.requires else None)
+    ctx = attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained,
+                          clean_copy if "clean_model" in attack.requires else None, data_dir)
     attack.check(ctx)
+    attack_key = scenario_keys(dataset_fp, victim, victim_fp, attack, seed, budget, runtime,
+                               attack.input_identity(ctx))[1]
 
     def build_attacked():
         with costs.phase("attack", runtime.device) as cost:
             output = attack.attack(ctx)
-        triggered = attack.trigger_texts(nontarget_test, ctx)
+        triggered, pairs = _triggered(attack, nontarget_test, ctx)
         extras = attack.extra_test_sets(nontarget_test, ctx)
         metrics = _score(output.model, tokenizer, splits.test, triggered, extras, target, budget.max_length, runtime)
-        clean_asr = _score(clean_copy(), tokenizer, (), triggered, extras, target, budget.max_length,
-                           runtime)  # its CACC is clean_meta's
+        if attack.has_clean_reference():  # its CACC is clean_meta's
+            clean_asr = _score(clean_copy(), tokenizer, (), triggered, extras, target, budget.max_length, runtime)
+        else:
+            clean_asr = {key: None for key in metrics if key != "cacc"}
         meta = {"metrics": metrics, "clean_model_metrics": clean_asr, "cost": cost.as_dict(),
                 "poisoned_count": output.poisoned_count, "info": output.info,
-                "triggered_test": triggered, "extra_sets": extras}
+                "triggered_test": triggered, "extra_sets": extras, "stealth": stealth_figures(pairs)}
         return output.model, meta
 
     model, attack_meta = store.get_or_build("attacks", attack_key, build_attacked)
     if model is None:
         model = store.load_model("attacks", attack_key, dataset.num_labels)
     model.eval()
+    if "stealth" not in attack_meta and len(attack_meta["triggered_test"]) == len(nontarget_test):
+        # an artifact stored before the figures existed: its triggered texts follow the test order
+        attack_meta["stealth"] = stealth_figures(zip(nontarget_test, attack_meta["triggered_test"]))
     return Scenario(attack_key, splits, dataset.num_labels, target, tokenizer, model,
                     attack_meta["triggered_test"], attack_meta["extra_sets"], clean_meta, attack_meta, attack,
                     budget.max_length, runtime, ctx)
 
 
-def _attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, clean) -> AttackContext:
+def _triggered(attack: Attack, sources: list[str], ctx: AttackContext) -> tuple[list[str], list[tuple[str, str]]]:
+    """The attack's triggered test texts and the (source, triggered) pairs the stealthiness figures
+    read: one text per source, None where the attack has none (left out of both); or, from an
+    attack whose triggered set is its own (another length), that set and no pairs."""
+    texts = attack.trigger_texts(sources, ctx)
+    if len(texts) != len(sources):
+        if any(text is None for text in texts):
+            raise PluginError(f"attack {attack.name!r}: trigger_texts returned None for a text it was not given")
+        return list(texts), []
+    pairs = [(source, text) for source, text in zip(sources, texts) if text is not None]
+    return [text for _, text in pairs], pairs
+
+
+def attack_context(attack, tokenizer, runtime, budget, seed, splits, dataset, pretrained, clean,
+                   data_dir) -> AttackContext:
+    """The context ``attack`` runs with in a scenario: the limited ``splits``, the full ``dataset``,
+    the victim recipe, ``clean`` (the clean reference model's loader, or None)."""
     limited = Dataset(dataset.name, splits.train, splits.dev, splits.test, dataset.num_labels, dataset.source,
                       dataset.dev_carved)
     return AttackContext(tokenizer=tokenizer, runtime=runtime, max_length=budget.max_length, seed=seed,
-                         train_config=budget.victim_training, dataset=limited, target_label=budget.target_label,
+                         train_config=budget.victim_training, dataset=limited, source_dataset=dataset,
+                         data_dir=data_dir, target_label=budget.target_label,
                          pretrained_model=pretrained, _clean_model=clean, attack_name=attack.name)

@@ -39,8 +39,20 @@ class Attack(Plugin):
     def attack(self, ctx: AttackContext) -> AttackOutput:
         raise NotImplementedError
 
-    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str]:
+    def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str | None]:
         raise NotImplementedError
+
+    def has_clean_reference(self) -> bool:
+        """Whether the scenario trains its clean reference model (the victim fine-tuned on the
+        clean training set). False only for an attack whose victim's origin is not known (a
+        backdoored model made elsewhere): the records' clean figures are then empty."""
+        return True
+
+    def input_identity(self, ctx: AttackContext) -> dict:
+        """What the attack reads besides its parameters, by content (JSON-ready; a replay
+        attack's folder digest): it enters the scenario's cache key when not empty, so changed
+        inputs at the same path build a new scenario. Default: nothing."""
+        return {}
 
     def extra_test_sets(self, texts: Sequence[str], ctx: AttackContext) -> dict[str, list[str]]:
         return {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -142,9 +143,14 @@ class ModelToolkit:
 @dataclasses.dataclass
 @dataclasses.dataclass
 class AttackContext(ModelToolkit):
-    """What an attack works with. ``dataset`` holds the scenario's (limited) clean splits."""
+    """What an attack works with. ``dataset`` holds the scenario's (limited) clean splits;
+    ``source_dataset`` the data set as read, before the budget's limits (for attacks whose inputs
+    are aligned with its rows: replay attacks); ``data_dir`` the run's data folder (``--data-dir``,
+    else ``BDBENCH_DATA``; None when neither is set)."""
 
     dataset: Dataset = None  # type: ignore[assignment]
+    source_dataset: Dataset = None  # type: ignore[assignment]
+    data_dir: Path | None = None
     target_label: int = 1
     pretrained_model: Callable[[], torch.nn.Module] = None  # type: ignore[assignment]  # fresh victim, new head
     _clean_model: Callable[[], torch.nn.Module] | None = None

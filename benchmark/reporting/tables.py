@@ -319,11 +319,25 @@ def build_tables(records: list[dict]) -> list[dict]:
         table = {"heading": heading, "title": " · ".join(short), "anchor": "t-" + slug(" ".join(short)),
                  "dataset": dataset, "victim": victim,
                  "attack": attack, "columns": shown, "refs": ref_rows, "defenses": defense_rows,
-                 "notes": _notes(defense_rows, columns)}
+                 "notes": _stealth_note(refs) + _notes(defense_rows, columns)}
         table.update(_markdown_view(table))
         table["csv_rows"] = _csv_rows(table, columns, groups_by_label)
         tables.append(table)
     return tables
+
+
+def _stealth_note(refs: list[dict]) -> list[str]:
+    """The scenario's stealthiness figures (``attack_stealth``, mean over seeds), when its records have them."""
+    figures = [r["attack_stealth"] for r in refs if isinstance(r.get("attack_stealth"), dict)
+               and (r["attack_stealth"].get("pairs") or 0) > 0]
+    if not figures:
+        return []
+
+    def mean(key: str) -> float:
+        return sum(f[key] for f in figures) / len(figures)
+
+    return [f"triggered test texts against their sources: {mean('changed_share'):.3f} changed, "
+            f"{mean('edit_words_mean'):.1f} words edited on average ({mean('edit_share_mean'):.0%} of the source's)"]
 
 
 def _notes(rows: list[TableRow], columns: list[Column]) -> list[str]:
