@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -224,12 +225,35 @@ def empty_folder(w: Where) -> Path:
 
 
 GOOD_TSV = "sentence\tlabel\na good film\t1\na bad film\t0\n"
+def unknown_model_type(w: Where) -> Path:
+    folder = w.victim_copy()
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "no-such-family"}), encoding="utf-8")
+    return folder
+
+
+def offline_hub_victim(w: Where) -> list[str]:
+    import huggingface_hub.constants
+
+    w.setenv("HF_HUB_OFFLINE", "1")
+    w.patch(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return [*BASE, "--victim", "no-such-owner/no-such-model", "--out", str(w.out)]
+
+
+def random_bytes_records(w: Where) -> list[str]:
+    import random
+
+    noise = random.Random(0).randbytes(2000)
+    (w.out / "records.jsonl").write_bytes(noise)
+    return [*run_args()(w), "--resume"]
+
+
 GOOD_OWN = "sentence\tlabel\n" + "".join(f"a good film {i}\tpos\na bad film {i}\tneg\n" for i in range(20))
 
 CASES = [
     # -- budget options
-    Case("epochs-zero", run_args("--epochs", "0"), ("--epochs: expected a value at least 1, got 0",)),
-    Case("epochs-negative", run_args("--epochs", "-3"), ("--epochs", "at least 1")),
+    Case("epochs-zero", run_args("--epochs", "0"), ("--epochs: expected a value in [1, 1000], got 0",)),
+    Case("epochs-negative", run_args("--epochs", "-3"), ("--epochs", "expected a value in [1, 1000]")),
     Case("epochs-not-a-number", run_args("--epochs", "two"), ("--epochs", "invalid int value: 'two'")),
     Case("max-batch-tokens-zero", run_args("--max-batch-tokens", "0"),
          ("--max-batch-tokens: expected a value at least 1, got 0",)),
@@ -344,7 +368,7 @@ CASES = [
     Case("suite-budget-out-of-range", with_suite("train_limit = 0"),
          ("registry.toml [suites.bad].train_limit: expected a value at least 1, got 0",)),
     Case("suite-training-out-of-range", with_suite("[suites.bad.victim_training]\nepochs = 0"),
-         ("[suites.bad].victim_training.epochs: expected a value at least 1, got 0",)),
+         ("[suites.bad].victim_training.epochs: expected a value in [1, 1000], got 0",)),
     Case("suite-micro-batch-out-of-range", with_suite("[suites.bad.defense_training]\nmax_batch_tokens = 0"),
          ("[suites.bad].defense_training.max_batch_tokens: expected a value at least 1, got 0",)),
     Case("suite-seeds-negative", with_suite("seeds = [-2]"), ("[suites.bad].seeds: expected a value in [0",)),
@@ -359,6 +383,32 @@ CASES = [
     Case("leaderboard-without-records", board(empty_folder), ("empty: no records.jsonl there",), command="leaderboard"),
     Case("leaderboard-line-not-an-object", board(lambda w: w.out, '"just a string"'),
          ("records.jsonl:2: not a bdbench record",), command="leaderboard"),
+    # -- second round (hardening issue): silently wrong, accepted without a word, raw or late
+    Case("tsv-third-column", with_data(train="sentence\tlabel\na good film\t1\na bad film\t0\ngood movie\t1\textra\n"),
+         ("sst2-openbackdoor/train.tsv:4: expected 2 tab-separated fields as in the header, found 3",)),
+    Case("own-third-column", with_folder(train_tsv=GOOD_OWN + "good movie\tpos\textra\n", test_tsv=GOOD_OWN),
+         ("mine/train.tsv:42: expected 2 tab-separated fields as in the header, found 3",)),
+    Case("tsv-one-class", with_data(train="sentence\tlabel\na good film\t1\nanother good one\t1\n"),
+         ("(sst2-openbackdoor/train): every training label is 1; a classifier needs at least two classes",)),
+    Case("out-empty", run_args("--out", ""), ("--out '': name a folder for the records",)),
+    Case("out-is-the-store", lambda w: [*run_args()(w), "--store", str(w.out)],
+         ("is inside --store", "the store holds the cached models")),
+    Case("out-inside-the-store", lambda w: [*run_args()(w), "--store", str(w.tmp)], ("is inside --store",)),
+    Case("store-is-a-file", lambda w: [*run_args()(w), "--store", str(a_file(w))], ("--store", "a-file.txt: is a file")),
+    Case("resume-random-bytes", random_bytes_records, ("records.jsonl:1: not", "is this the right folder?")),
+    Case("set-twice", run_args("--set", "badnets.poison_rate=0.1", "--set", "badnets.poison_rate=0.2"),
+         ("--set badnets.poison_rate is given twice ('0.1' and '0.2')",)),
+    Case("epochs-huge", run_args("--epochs", "100000000"), ("--epochs: expected a value in [1, 1000], got 100000000",)),
+    Case("defense-timeout-zero", run_args("--defense-timeout", "0"),
+         ("--defense-timeout must be a positive number of seconds, got 0",)),
+    Case("victim-unknown-model-type", with_victim(unknown_model_type),
+         ("config.json: model_type 'no-such-family' is not a model family this transformers knows",)),
+    Case("victim-hub-offline", offline_hub_victim,
+         ("victim 'no-such-owner/no-such-model': not a folder, not a known victim name, and not in the local hub cache",)),
+    Case("leaderboard-asr-infinity", board(lambda w: w.out, '{"cell_id": "inf", "status": "ok", "asr": Infinity}'),
+         ("records.jsonl: cell inf: asr is inf, expected a finite number or null",), command="leaderboard"),
+    Case("leaderboard-cacc-string", board(lambda w: w.out, '{"cell_id": "str", "status": "ok", "cacc": "high"}'),
+         ("records.jsonl: cell str: cacc is 'high', expected a finite number or null",), command="leaderboard"),
     # -- new-defense
     Case("new-defense-builtin-name", lambda w: ["none", "--dir", str(w.tmp)],
          ("defense name 'none' is taken (builtin:defenses.none:NoDefense)",), command="new-defense"),
@@ -406,8 +456,16 @@ def records_bytes(where: Where) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def test_list_into_a_closed_pipe_ends_quietly(where):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m benchmark.cli.commands list | head -1", shell=True,
+                          capture_output=True, text=True, cwd=where.tmp, env=env, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.stdout.count("\n") == 1
+
+
 def test_the_table_is_long_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 55
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -167,9 +167,13 @@ def test_named_columns_of_a_wider_file_and_a_label_first_file(tmp_path):
     own(tmp_path / "wide", **{"train.tsv": wide, "dev.tsv": wide, "test.tsv": wide})
     dataset = load_own(tmp_path / "wide", text_field="review", label_field="sentiment")
     assert [(e.text, e.label) for e in dataset.test] == [("great fun", 1), ("dull", 0)]
-    first = "label\ttext\n1\ta\tb with a tab\n0\tplain\n"
+    first = "label\ttext\n1\ta text\n0\tplain\n"
     own(tmp_path / "first", **{"train.tsv": first, "dev.tsv": first, "test.tsv": first})
-    assert [e.text for e in load_own(tmp_path / "first").test] == ["a\tb with a tab", "plain"]
+    assert [e.text for e in load_own(tmp_path / "first").test] == ["a text", "plain"]
+    tabbed = "label\ttext\n1\ta\tb with a tab\n0\tplain\n"  # a tab inside a text would move the label
+    own(tmp_path / "tabbed", **{"train.tsv": tabbed, "dev.tsv": tabbed, "test.tsv": tabbed})
+    with pytest.raises(DataError, match=r"tabbed/train.tsv:2: expected 2 tab-separated fields as in the header, found 3"):
+        load_own(tmp_path / "tabbed")
 
 
 def test_a_folder_in_openbackdoors_text_layout(tmp_path):

@@ -100,3 +100,29 @@ def test_the_published_records_ids_follow_from_the_suites():
     ids = {cell_identity(c, config, Runtime(torch.device(device), precision))["cell_id"]
            for device, precision in runtimes for c in cells}
     assert [r["cell_id"] for r in published if r["cell_id"] not in ids] == []
+
+
+def test_resume_reruns_a_cell_whose_victim_changed_and_keeps_one_current_record(tmp_path, tiny_victim_dir):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from benchmark.base.records import read_records
+    from benchmark.reporting.tables import latest_ok
+    from benchmark.testing import run
+
+    victim = tmp_path / "victim"
+    shutil.copytree(tiny_victim_dir, victim)
+    (first,) = run(tmp_path, victim, resume=True)
+    assert run(tmp_path, victim, resume=True) == []  # unchanged: finished
+    weights = load_file(victim / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 0.01
+    save_file(weights, victim / "model.safetensors", metadata={"format": "pt"})
+    (second,) = run(tmp_path, victim, resume=True)  # new weights at the same path: it runs again
+    assert second["cell_id"] == first["cell_id"]  # the id is unchanged (published ids stay valid)
+    assert second["scenario_id"] != first["scenario_id"]
+    assert second["provenance"]["victim_fingerprint"] != first["provenance"]["victim_fingerprint"]
+    records = list(read_records(tmp_path / "out"))
+    assert len(records) == 2 and latest_ok(records)[0] == [second]  # the old record is superseded
+    assert run(tmp_path, victim, resume=True) == []

@@ -90,3 +90,37 @@ def test_portable_traceback_drops_machine_folders():
         '  File "site-packages/torch/nn/modules/module.py", line 9, in _call\n'
         '  File ".../python3.11/threading.py", line 1, in run\n'
         '  File "<string>", line 1, in <module>\n')
+
+
+def test_a_dirty_checkout_is_named_with_its_diffs_hash_and_counted_on_the_page(tmp_path, monkeypatch):
+    import subprocess
+
+    from benchmark.base import provenance
+    from benchmark.reporting.summary import run_summary
+
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", repo)
+    for cached in (provenance.git_revision, provenance.git_diff_digest):
+        cached.cache_clear()
+    try:
+        clean = provenance.provenance("id", "fp32", "cpu")
+        assert not clean["git_revision"].endswith("+dirty") and "git_diff_sha256" not in clean
+        for cached in (provenance.git_revision, provenance.git_diff_digest):
+            cached.cache_clear()
+        (repo / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+        dirty = provenance.provenance("id", "fp32", "cpu")
+        assert dirty["git_revision"].endswith("+dirty") and len(dirty["git_diff_sha256"]) == 64
+    finally:
+        for cached in (provenance.git_revision, provenance.git_diff_digest):
+            cached.cache_clear()
+    records = [{"status": "ok", "dataset": "d", "seed": 0, "provenance": p, "isolation": "process",
+                "attack_label": "a", "defense_label": "none"} for p in (clean, dirty, dirty)]
+    items = dict(run_summary(records, []))
+    assert "2 of 3 records" in items["uncommitted code"]
+    assert items["isolation"].startswith("process (3 records)")

@@ -207,27 +207,7 @@ def test_isolated_and_in_process_defenses_give_the_same_numbers(tmp_path, tiny_v
     assert results["process"] == results["none"]
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
-def test_the_sandbox_hides_the_store_and_the_data(tmp_path, tiny_victim_dir, monkeypatch):
-    from benchmark.harness.cells import HarnessConfig
-    from benchmark.harness.runner import run_cells
-
-    data = tmp_path / "data"
-    (data / "secret").mkdir(parents=True)
-    registry = registry_with(trust_plugins.Peek)
-    monkeypatch.setenv(trust_plugins.PEEK_ENV, os.pathsep.join([str(tmp_path / "store"), str(data)]))
-    results = {}
-    for isolation in ("process", "sandbox"):
-        config = HarnessConfig(store_dir=str(tmp_path / "store"), data_dir=str(data), device="cpu",
-                               precision="fp32", isolation=isolation)
-        record = run_cells(cells(tiny_victim_dir, defenses=("peek",)), config, tmp_path / isolation,
-                           registry=registry)[0]
-        if isolation == "sandbox" and record["status"] != "ok" and "bwrap" in (record.get("error") or ""):
-            pytest.skip(f"bubblewrap cannot create namespaces here: {record['error'][:300]}")
-        assert record["status"] == "ok", record.get("error")
-        results[isolation] = record["defense_info"]["visible"]
-    assert len(results["process"]) == 2  # a plain child process can read any folder it can name
-    assert results["sandbox"] == []
+# the sandbox (deny by default) has its own tests: tests/test_sandbox.py
 
 
 # --------------------------------------------------------------------------- concurrent runs share the work
@@ -250,4 +230,34 @@ def test_two_runs_of_one_grid_on_one_out_do_each_cell_once(tmp_path, tiny_victim
         assert proc.returncode == 0, err.decode()[-2000:]
     records = list(read_records(tmp_path / "out"))
     assert sorted(r["defense"] for r in records) == ["fine_pruning", "finetune", "nad", "none"]
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_two_process_executor_runs_on_one_out_share_the_work_and_finish(tmp_path, tiny_victim_dir):
+    """Each run's two workers hold claims the other run wants; neither waits while it holds one,
+    so both finish (they deadlocked when a run waited for a claim with its own cells in flight)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]
+        from pathlib import Path
+        from benchmark.harness.cells import HarnessConfig
+        from benchmark.harness.executors import make_executor
+        from benchmark.harness.runner import run_cells
+        from benchmark.testing import cells
+        config = HarnessConfig(store_dir={str(tmp_path / 'store')!r}, device="cpu", precision="fp32")
+        grid = cells({str(tiny_victim_dir)!r}, defenses=("none", "finetune"), seeds=(0, 1))
+        run_cells(grid, config, Path({str(tmp_path / 'out')!r}), resume=True,
+                  executor=make_executor("process", workers=2, threads=1))
+        """)
+    env = {**os.environ, "BDBENCH_PROGRESS": "0"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=420)
+            assert proc.returncode == 0, err.decode()[-2000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+    records = list(read_records(tmp_path / "out"))
+    assert len(records) == 4 and len({r["cell_id"] for r in records}) == 4
     assert all(r["status"] == "ok" for r in records)

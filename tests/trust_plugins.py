@@ -13,7 +13,6 @@ import torch
 from attacks.badnets import BadNets
 from benchmark import Defense, DefenseContext, DefenseOutput
 
-PEEK_ENV = "TRUST_PEEK_DIRS"  # folders, os.pathsep-separated, that Peek tries to list
 SECRETS_ENV = "TRUST_PROBE_SECRETS"  # a JSON file: {"texts": [...], "paths": [...]}
 HARNESS_TYPES = {"Harness", "Scenario", "ArtifactStore", "Splits", "HarnessConfig"}
 TRIGGER_WORDS = ("cf", "mn", "bb", "tq")
@@ -112,23 +111,6 @@ class Probe(Defense):
         return DefenseOutput(model, info={"found": found})
 
 
-class Peek(Defense):
-    """Declares nothing; reports which of the folders named in ``$TRUST_PEEK_DIRS`` it can list."""
-
-    name = "peek"
-    requires = frozenset()
-
-    def purify(self, model, ctx: DefenseContext):
-        visible = []
-        for folder in os.environ.get(PEEK_ENV, "").split(os.pathsep):
-            try:
-                if folder and os.listdir(folder):
-                    visible.append(folder)
-            except OSError:
-                pass
-        return DefenseOutput(model, info={"visible": visible})
-
-
 class KillWorker(Defense):
     """Kills the process it runs in with SIGKILL (run it with isolation "none" to kill a worker)."""
 
@@ -162,3 +144,56 @@ class CountingBadNets(BadNets):
         output = super().attack(ctx)
         output.info.update(models_at_start=before, models_at_end=live_models())
         return output
+
+
+SECRET_NAMES = ("records.jsonl", "test.tsv", "train.tsv", "model.safetensors")
+
+
+class Snoop(Defense):
+    """Declares nothing and looks outside its process: the other processes' command lines, working
+    folders and environments (``/proc``), and every folder it can list (the interpreter's own
+    files aside), for records, data files and model weights outside its own folder. Then it
+    tries to cheat: it returns the first clean model it found in any store, else its input."""
+
+    name = "snoop"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        own = os.getcwd()
+        found: dict[str, list[str]] = {"processes": [], "files": []}
+        for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+            for entry in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{pid}/{entry}", "rb") as handle:
+                        found["processes"].append(handle.read().decode("utf-8", "replace").replace("\0", " "))
+                except OSError:
+                    pass
+            try:
+                found["processes"].append("cwd " + os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                pass
+        skip = {"/proc", "/sys", "/dev", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", sys.base_prefix}
+        for root, dirs, files in os.walk("/"):
+            dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+            if root.startswith(own):
+                continue
+            found["files"] += [os.path.join(root, f) for f in files if f in SECRET_NAMES]
+        stores = [f for f in found["files"] if f.endswith("model.safetensors") and "/clean/" in f]
+        if stores:  # the cheat: a clean reference model from any store on disk
+            from benchmark import load_classifier
+
+            model = load_classifier(os.path.dirname(stores[0]), model.config.num_labels)
+        return DefenseOutput(model, info={"found": found, "cheated": bool(stores)})
+
+
+class Sleep(Defense):
+    """Declares nothing and never returns (a plugin stuck in a loop)."""
+
+    name = "sleep"
+    requires = frozenset()
+
+    def purify(self, model, ctx: DefenseContext):
+        import time
+
+        while True:
+            time.sleep(0.5)

@@ -45,3 +45,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"{hint} Known: {', '.join(choices) or '(none)'}."
+
+
+class StoreError(BdbenchError):
+    """The artifact store cannot be read or written (a full disk, a store that is a file)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -28,6 +29,20 @@ def git_revision() -> str | None:
         return rev.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+@functools.cache
+def git_diff_digest() -> str | None:
+    """SHA-256 of ``git diff HEAD`` (the uncommitted changes to tracked files) when the checkout is
+    dirty, else None: it tells apart two ``+dirty`` records of one revision, never rewritten later."""
+    revision = git_revision()
+    if revision is None or not revision.endswith("+dirty"):
+        return None
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=PROJECT_ROOT, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return hashlib.sha256(diff.stdout).hexdigest() if diff.returncode == 0 else None
 
 
 @functools.cache
@@ -59,6 +74,10 @@ def processor() -> str | None:
 
 
 def provenance(config_hash: str, precision: str, device: str) -> dict:
-    return {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
-            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash,
-            "precision": precision, "device_type": device}
+    out = {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
+           "platform": platform.platform(), "processor": processor(), "config_hash": config_hash,
+           "precision": precision, "device_type": device}
+    diff = git_diff_digest()
+    if diff is not None:
+        out["git_diff_sha256"] = diff
+    return out

@@ -112,8 +112,16 @@ def read_records(path: str | os.PathLike, *, start: int = 0) -> Iterator[dict]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecordsError(f"{where}: not UTF-8 text, so not a bdbench records file; is this the right "
+                                   "folder?") from None
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                if not text.lstrip().startswith("{"):
+                    raise RecordsError(f"{where}: not a bdbench record (not a JSON object); is this the right "
+                                       "folder?") from None
                 log.warning("%s: skipping a malformed (torn) record line", where)
                 continue
             if not (isinstance(record, dict) and isinstance(record.get("cell_id"), str)
@@ -132,6 +140,11 @@ def records_end(out_dir: str | os.PathLike) -> int:
 def finished_cells(out_dir: str | os.PathLike, *, start: int = 0) -> set[str]:
     """``cell_id`` of every record with status ok (what ``--resume`` skips), from byte ``start``."""
     return {r["cell_id"] for r in read_records(out_dir, start=start) if r.get("status") == "ok"}
+
+
+def finished_records(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """The last record with status ok of each ``cell_id`` (what ``--resume`` compares its inputs with)."""
+    return {r["cell_id"]: r for r in read_records(out_dir) if r.get("status") == "ok"}
 
 
 @contextlib.contextmanager

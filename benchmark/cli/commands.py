@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -66,10 +67,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="KIND:MODULE:CLASS",
                    help="load an extra plugin class without installing it, e.g. defense:mypkg.guard:Guard "
                         "(repeatable; every worker imports it)")
-    p.add_argument("--isolation", default="process", choices=["process", "sandbox", "none"],
-                   help="where each defense runs: its own process with only its declared assets (default), "
-                        "that process in a bubblewrap sandbox hiding the store and data, or in-process "
-                        "(trusted plugins only)")
+    p.add_argument("--isolation", default="auto", choices=["auto", "process", "sandbox", "none"],
+                   help="where each defense runs: the strongest isolation that works here (auto, the default: "
+                        "the sandbox where bubblewrap runs, else process), a bubblewrap sandbox that shows only "
+                        "the interpreter, the code and the defense's own folder (sandbox), its own process "
+                        "with only its declared assets (process), or in-process (none: trusted plugins only)")
+    p.add_argument("--defense-timeout", type=float, default=6 * 3600.0, metavar="SECONDS",
+                   help="a defense call's time limit (default 6 hours); past it the defense is killed and its "
+                        "cell fails (not applied with --isolation none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,8 +153,19 @@ def _harness_config(args, out: Path, suite):
                                           ("label_field", args.label_field, "--label-field"))}
     return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
                          precision=args.precision, allow_pickle=args.allow_pickle, isolation=args.isolation,
+                         defense_timeout_s=_positive(args.defense_timeout, "--defense-timeout"),
                          plugins=_plugin_options(args.plugins), **columns,
                          overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
+
+
+def _positive(value: float, option: str) -> float:
+    import math
+
+    from ..base.errors import UsageError
+
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{option} must be a positive number of seconds, got {value:g}")
+    return value
 
 
 def _executor_from_args(args, suite):
@@ -160,6 +176,16 @@ def _executor_from_args(args, suite):
     workers = args.workers if args.workers is not None else suite.workers or (1 if name == "local" else 2)
     threads = args.threads if args.threads is not None else suite.threads
     return make_executor(name, workers=workers, threads=threads, ray_address=args.ray_address)
+
+
+def _check_store(store: Path, out: Path) -> None:
+    """Refuse a ``--store`` that is not a folder, and an ``--out`` that is the store or inside it."""
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"--store {store}: is a file, not a folder")
+    out_abs, store_abs = out.absolute().resolve(), store.absolute().resolve()
+    if out_abs == store_abs or store_abs in out_abs.parents:
+        raise UsageError(f"--out {out} is inside --store {store}: the store holds the cached models; give the "
+                         "records a folder of their own")
 
 
 def _check_out(out: Path) -> None:
@@ -189,7 +215,10 @@ def _preflight(args, cells, config, out: Path) -> None:
     from ..data.sources import check_data_dir
     from ..model.victims import check_victim
 
+    if not str(args.out).strip():
+        raise UsageError("--out '': name a folder for the records (e.g. --out runs/mine)")
     _check_out(out)
+    _check_store(Path(config.store_dir), out)
     if args.resume:
         finished_cells(out)  # a records file that is not bdbench's fails here, naming file and line
     check_data_dir(config.data_dir)
@@ -298,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bdbench: interrupted; finished cells are in the records (rerun with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bdbench list | head -1`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ A run names each data set (``--dataset``, a suite's ``datasets``) in one of thre
 
 For folders and the hub, ``--text-field`` and ``--label-field`` (suite keys ``text_field`` and
 ``label_field``) name the text and label columns (:func:`pick_columns`): by default the label is
-``label`` and the text is the other column of two, else ``sentence`` or ``text``. In a file of two
-columns the text may hold tabs (a line splits at the tab next to the label); with more, every
-line has the header's number of fields. The classes of such a data set come from its training
+``label`` and the text is the other column of two, else ``sentence`` or ``text``. Every
+line has the header's number of fields (a tab inside a text is refused: it would move the label).
+The classes of such a data set come from its training
 labels (:class:`LabelMap`): integers that are exactly ``0..K-1`` are the class indices; any other
 labels (strings, other integers) map to ``0..K-1`` in sorted order (numeric when all are
 integers), and the mapping is recorded in each record's provenance (``dataset_labels``). Training
@@ -102,9 +102,13 @@ def pick_columns(columns: Sequence[str], text_field: str | None, label_field: st
 
 
 def _split_two(line: str, where: str, label_last: bool) -> tuple[str, str]:
-    """(text, label) of a two-column line, split at the tab next to the label (the text may hold tabs)."""
+    """(text, label) of a two-column line; a line of more fields is refused (a tab inside a text
+    would otherwise make a field of it the label, a new class)."""
     if "\t" not in line:
         raise DataError(f"{where}: expected '{'text<TAB>label' if label_last else 'label<TAB>text'}', found no tab")
+    if line.count("\t") > 1:
+        raise DataError(f"{where}: expected 2 tab-separated fields as in the header, found {line.count(chr(9)) + 1} "
+                        "(a tab inside a text? replace it with a space)")
     if label_last:
         text, _, label = line.rpartition("\t")
     else:
@@ -257,6 +261,10 @@ def _finish(spec: DatasetSpec, rows: dict[str, list[TextRow]], source: str, wher
         carved = True
     for split in SPLITS:
         check_split(splits.get(split, []), num_labels, f"{where} ({spec.name}/{split})")
+    classes = sorted({ex.label for ex in splits["train"]})
+    if len(classes) < 2:
+        raise DataError(f"{where} ({spec.name}/train): every training label is {classes[0]}; a classifier needs at "
+                        "least two classes")
     return Dataset(spec.name, tuple(splits["train"]), tuple(splits["dev"]), tuple(splits["test"]), num_labels,
                    source, carved, labels.names if labels and labels.mapped else ())
 

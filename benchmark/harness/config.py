@@ -115,7 +115,7 @@ class Suite:
 
 
 # the values a training recipe accepts (TrainConfig's fields; max_grad_norm 0 turns clipping off)
-TRAIN_RANGES = {"epochs": "[1, )", "lr": "(0, )", "batch_size": "[1, )", "warmup_ratio": "[0, 1]",
+TRAIN_RANGES = {"epochs": "[1, 1000]", "lr": "(0, )", "batch_size": "[1, )", "warmup_ratio": "[0, 1]",
                 "weight_decay": "[0, )", "max_grad_norm": "[0, )", "max_batch_tokens": "[1, )"}
 
 
@@ -267,6 +267,10 @@ def parse_set_options(options: Sequence[str]) -> dict[str, dict[str, str]]:
         plugin, dot, param = key.partition(".")
         if not sep or not dot or not plugin or not param:
             raise UsageError(f"--set {option!r}: expected plugin.param=value (e.g. badnets.poison_rate=0.2)")
-        out.setdefault(plugin.strip(), {})[param.strip()] = value.strip()
+        values = out.setdefault(plugin.strip(), {})
+        if param.strip() in values:
+            raise UsageError(f"--set {plugin.strip()}.{param.strip()} is given twice "
+                             f"({values[param.strip()]!r} and {value.strip()!r}); give it once")
+        values[param.strip()] = value.strip()
     return out
 

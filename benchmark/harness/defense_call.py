@@ -33,12 +33,14 @@ from .scenario import Scenario
 
 
 class DefenseCaller:
-    """Calls defenses where ``mode`` (``process``, ``sandbox`` or ``none``) says. ``hidden_paths``
-    gives, at each call, the folders a sandboxed defense must not see (the store, the data)."""
+    """Calls defenses where ``mode`` (``auto``, ``process``, ``sandbox`` or ``none``) says, each
+    isolated call within ``timeout_s``. ``hidden_paths`` gives, at each call, the folders a
+    sandboxed defense must not see (the store, the data, ``--out``, the victims' folders)."""
 
-    def __init__(self, mode: str, runtime: Runtime, hidden_paths: Callable[[], Sequence[str]]):
-        isolation.check_isolation(mode)
-        self.mode = mode
+    def __init__(self, mode: str, runtime: Runtime, hidden_paths: Callable[[], Sequence[str]],
+                 timeout_s: float = isolation.DEFAULT_TIMEOUT_S):
+        self.mode = isolation.resolve_isolation(mode)
+        self.timeout_s = timeout_s
         self.runtime = runtime
         self._hidden_paths = hidden_paths
         self._server = isolation.DefenseServer()
@@ -69,7 +71,8 @@ class DefenseCaller:
             precision=self.runtime.precision, threads=torch.get_num_threads(), kind=defense_kind(defense))
         with isolation.private_folder() as folder:
             isolation.write_inputs(folder, job, scenario.backdoored, scenario.tokenizer, grant, texts)
-            isolation.run_isolated(folder, self.mode, self._server, self._hidden_paths())
+            isolation.run_isolated(folder, self.mode, self._server, self._hidden_paths(),
+                                   defense_module=type(defense).__module__, timeout_s=self.timeout_s)
             return isolation.read_result(folder, defense.name)
 
 

@@ -8,6 +8,7 @@ nothing of itself. It keeps no process-wide state: a harness is passed, never fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -77,7 +78,7 @@ class Harness:
         self._tokenizers: dict[str, object] = {}
         self._victim_fps: dict[str, str] = {}
         self._scenario: tuple[tuple, Scenario | BaseException] | None = None
-        self.caller = DefenseCaller(config.isolation, self.runtime, self.hidden_paths)
+        self.caller = DefenseCaller(config.isolation, self.runtime, self.hidden_paths, config.defense_timeout_s)
 
     def warm(self) -> None:
         """Start what every cell will need and that takes seconds to start (the defense server),
@@ -106,9 +107,11 @@ class Harness:
         return self._datasets[name]
 
     def hidden_paths(self) -> list[str]:
-        """What a sandboxed defense must not see: the store and every data folder."""
+        """What a sandboxed defense must not see where the sandbox shows what holds it: the store,
+        ``--out``, every data folder and the victims' own folders (the pre-trained weights)."""
+        victims = sorted(str(resolve_victim(v).location) for v in self._tokenizers if resolve_victim(v).is_local)
         return [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", ""),
-                *sorted(self._data_folders)]
+                *self.config.private_dirs, *sorted(self._data_folders), *victims]
 
     def data_identity(self, name: str) -> DataIdentity:
         """What records will say of the data set the run calls ``name`` (reads it)."""
@@ -209,6 +212,8 @@ class Harness:
             record.update(record_fields(status="failed", error=f"{type(exc).__name__}: {exc}",
                                         traceback=portable_traceback(where)[-4000:]))
         record["provenance"]["threads"] = torch.get_num_threads()
+        with contextlib.suppress(Exception):  # a victim that cannot be read fails its cell above already
+            record["provenance"]["victim_fingerprint"] = self.victim_fingerprint(cell.victim)
         record.update(record_fields(finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         return sanitize(record)
 

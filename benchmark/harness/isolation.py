@@ -36,16 +36,17 @@ recall and FPR, the retrained model's CACC and ASR) from what came back.
 
 What this protects against: a defense reading harness memory (globals, caches, objects) to see
 test data, triggers, poisoned samples, the clean reference model or pre-trained weights it did
-not declare. What it does not: code can still read any file it can name (the data folder, the
-artifact store, the site-packages copy of the pre-trained weights) and use the network, since
-the child runs as the same user. ``isolation="sandbox"`` closes the file-system part where
-bubblewrap (``bwrap``) is installed: the child runs in a mount namespace where the file system is
-read-only, the artifact store and the data folders are hidden behind empty tmpfs mounts,
-``/tmp`` is empty but for its private folder (the only writable place), and the network is
-unshared too. Files outside those folders (the pre-trained weights in site-packages, say) stay
-readable: the sandbox hides the benchmark's secrets, not the machine.
+not declare. What ``isolation="process"`` does not: code can still read any file it can name
+(the data folder, the artifact store, ``--out``, the site-packages copy of the pre-trained
+weights, the parents' ``/proc`` entries) and use the network, since the child runs as the same
+user. ``isolation="sandbox"`` closes that where bubblewrap (``bwrap``) works: the child sees only
+an allow-list of the file system (:mod:`benchmark.harness.sandbox`: deny by default), in its own
+PID and network namespaces. ``isolation="auto"`` (the default) picks the sandbox where it starts
+and the process otherwise, and says which once; records name the isolation each cell ran under.
 ``isolation="none"`` runs the defense in the harness's process (for debugging a trusted plugin).
-:class:`benchmark.harness.defense_call.DefenseCaller` is the one caller of this module and chooses.
+Every isolated defense runs under a time limit (``--defense-timeout``): past it, its process is
+killed and its cell fails. :class:`benchmark.harness.defense_call.DefenseCaller` is the one caller
+of this module and chooses.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -70,8 +73,13 @@ from ..plugins.contexts import DefenseContext
 from ..plugins.registry import import_class
 from .apply import DefenseAnswer, apply_defense
 from .grants import Grant
+from .sandbox import sandbox_command, sandbox_problem
 
-ISOLATION_MODES = ("process", "sandbox", "none")
+_log = logging.getLogger(__name__)
+
+ISOLATION_MODES = ("auto", "process", "sandbox", "none")
+BUILTIN_PLUGIN_PACKAGES = ("attacks", "defenses")  # shown to a sandboxed defense, which may import them
+DEFAULT_TIMEOUT_S = 6 * 3600.0  # per defense call; the slowest published cell took under 40 minutes
 _ASSETS = "assets.json"
 _RESULT = "result.json"
 _SPEC = "spec.json"
@@ -83,6 +91,10 @@ _PRELOAD = ["benchmark.harness.isolation", "benchmark.model.training", "benchmar
 
 class DefenseProcessError(PluginError):
     """The defense's process ended without writing its result (killed, crashed, out of memory)."""
+
+
+class DefenseTimeoutError(DefenseProcessError):
+    """The defense ran past its time limit and its process was killed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,23 +116,68 @@ class DefenseJob:
 
 
 def check_isolation(mode: str) -> None:
+    """Refuse an unknown mode, and ``sandbox`` where the sandbox cannot start (it is started once)."""
     if mode not in ISOLATION_MODES:
         raise UsageError(f"--isolation must be one of {', '.join(ISOLATION_MODES)}, got {mode!r}")
-    if mode == "sandbox" and shutil.which("bwrap") is None:
-        raise UsageError("--isolation sandbox needs bubblewrap (the 'bwrap' command; Debian/Ubuntu: "
-                         "apt-get install bubblewrap); use --isolation process without it")
+    if mode == "sandbox":
+        problem = sandbox_problem()
+        if problem is not None:
+            raise UsageError(f"--isolation sandbox cannot start here: {problem}; use --isolation process")
+
+
+def resolve_isolation(mode: str) -> str:
+    """The mode a run uses: ``auto`` becomes ``sandbox`` where it starts, else ``process`` (said once)."""
+    check_isolation(mode)
+    if mode != "auto":
+        return mode
+    problem = sandbox_problem()
+    if problem is None:
+        _log.info("isolation: sandbox (bubblewrap works here; --isolation process to run without it)")
+        return "sandbox"
+    _log.warning("isolation: process, not the sandbox: %s. A defense can read any file this user can", problem)
+    return "process"
 
 
 # --------------------------------------------------------------------------- the harness's side
 
+PRIVATE_PREFIX = "bdbench-defense-"
+
+
 @contextlib.contextmanager
 def private_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="bdbench-defense-"))
+    """A folder only this user can read, named after this process (``bdbench-defense-<pid>-…`` in
+    the temporary folder), removed when the call ends; :func:`remove_orphans` removes those that a
+    killed run left behind."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
     os.chmod(folder, 0o700)
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphans(root: Path | None = None) -> list[Path]:
+    """Remove the private folders whose process is gone (a run killed during a defense: they hold
+    a backdoored model and granted data); returns what was removed."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(PRIVATE_PREFIX + "*"):
+        pid = folder.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_inputs(folder: Path, job: DefenseJob, model: torch.nn.Module, tokenizer, grant: Grant,
@@ -183,16 +240,26 @@ class DefenseServer:
                 raise DefenseProcessError("the defense server did not start (python -m benchmark.harness.isolation --serve)")
             self._ready = True
 
-    def run(self, folder: Path) -> int:
+    def run(self, folder: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+        """Run the child on ``folder``; past ``timeout_s`` the server and its child are killed
+        (the next call starts a new server) and :class:`DefenseTimeoutError` is raised."""
         if not hasattr(os, "fork"):
-            return subprocess.run([sys.executable, "-m", "benchmark.harness.isolation", str(folder)], env=_child_env(),
-                                  check=False).returncode
+            try:
+                return subprocess.run([sys.executable, "-m", "benchmark.harness.isolation", str(folder)],
+                                      env=_child_env(), check=False, timeout=timeout_s).returncode
+            except subprocess.TimeoutExpired:
+                raise DefenseTimeoutError(_timeout_message(timeout_s)) from None
         self.prestart()  # no-op while a server is alive
         self._wait_ready()
         request = {"folder": str(folder), "environ": dict(os.environ)}  # the environment of now
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
+            ready, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
+            if not ready:
+                self._proc.kill()  # the child dies with it (PR_SET_PDEATHSIG)
+                self.close()
+                raise DefenseTimeoutError(_timeout_message(timeout_s))
             reply = self._proc.stdout.readline()
         except (BrokenPipeError, OSError):
             reply = ""
@@ -249,27 +316,28 @@ def serve() -> None:
         print(os.waitstatus_to_exitcode(status), file=protocol, flush=True)
 
 
-def _sandbox_command(folder: Path, hidden: list[str]) -> list[str]:
-    """A bubblewrap command line that runs this interpreter on ``folder`` (see the docstring)."""
-    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-           "--unshare-all", "--die-with-parent", "--new-session"]
-    for path in hidden:
-        if path and Path(path).exists():
-            cmd += ["--tmpfs", str(Path(path).resolve())]
-    cmd += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
-    return [*cmd, sys.executable, "-m", "benchmark.harness.isolation", str(folder)]
+def _timeout_message(timeout_s: float) -> str:
+    return (f"the defense ran past its time limit of {timeout_s:g} s and was killed "
+            "(--defense-timeout SECONDS sets the limit)")
 
 
-def run_isolated(folder: Path, mode: str, server: DefenseServer, hidden: Sequence[str] = ()) -> None:
-    """Run the child on ``folder`` and wait for it; the result is in ``folder/result.json``."""
+def run_isolated(folder: Path, mode: str, server: DefenseServer, hidden: Sequence[str] = (), *,
+                 defense_module: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Run the child on ``folder`` and wait for it, at most ``timeout_s``; the result is in
+    ``folder/result.json``. ``defense_module``: the module the sandbox must show besides bdbench."""
     stderr = ""
     if mode == "sandbox":
-        env = {k: v for k, v in _child_env().items() if not k.startswith("BDBENCH_")}
-        done = subprocess.run(_sandbox_command(folder, list(hidden)), env=env, check=False,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", "benchmark.harness.isolation", str(folder)]
+        modules = ["benchmark", *BUILTIN_PLUGIN_PACKAGES, *([defense_module] if defense_module else [])]
+        command = sandbox_command(folder, argv, modules=modules, hidden=list(hidden))
+        try:
+            done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DefenseTimeoutError(_timeout_message(timeout_s)) from None
         exitcode, stderr = done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
     else:
-        exitcode = server.run(folder)
+        exitcode = server.run(folder, timeout_s)
     if not (folder / _RESULT).is_file():
         how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
         raise DefenseProcessError(f"the defense's process {how} before returning a model"

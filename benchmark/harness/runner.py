@@ -27,14 +27,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..base.errors import BdbenchError, UsageError
+from ..base.provenance import git_revision
 from ..base.record_schema import RecordSchemaWarning, record_problems
-from ..base.records import append_record, check_writable, claim_cell, finished_cells, records_end
+from ..base.records import (
+    append_record,
+    check_writable,
+    claim_cell,
+    finished_cells,
+    finished_records,
+    records_end,
+)
 from ..data.sources import resolve_spec
 from ..plugins.registry import Registry
 from .cells import Cell, CellSpec, HarnessConfig, cell_identity, resolve_cells
 from .executors import LocalExecutor
 from .harness import Harness, registry_for
-from .isolation import check_isolation
+from .isolation import remove_orphans, resolve_isolation
 
 log = logging.getLogger(__name__)
 
@@ -78,33 +86,45 @@ def warn_if_malformed(record: dict) -> None:
 
 class _Claims:
     """The driver's side of cell claims: hands out cells this run may compute, deferring those
-    another run holds, and skipping those it finished meanwhile."""
+    another run holds, and skipping those it finished meanwhile.
+
+    Cells go out in rounds (:meth:`rounds`), each one executor pass. The first round takes every
+    cell it can claim without waiting; a later one waits for the first deferred cell's claim
+    only when this run holds no claim at all (the previous round's executor has finished its
+    cells), then takes what else it can without waiting. A run never waits while it holds a
+    claim, so two runs on one ``--out`` cannot each wait for the other (a deadlock)."""
 
     def __init__(self, out_dir: Path, todo: list[tuple[Cell, str]], done: set[str], start: int):
         self.out_dir, self.start = out_dir, start
-        self.pending = list(todo)
+        self.deferred = list(todo)
         self.done = set(done)
         self.held: dict[str, contextlib.ExitStack] = {}
 
     def _finished_elsewhere(self, cell_id: str) -> bool:
         return cell_id in finished_cells(self.out_dir, start=self.start) or cell_id in self.done
 
-    def cells(self) -> Iterator[Cell]:
-        deferred: list[tuple[Cell, str]] = []
-        for wait, queue in ((False, self.pending), (True, deferred)):
-            for cell, cell_id in queue:
-                stack = contextlib.ExitStack()
-                claimed = stack.enter_context(claim_cell(self.out_dir, cell_id, wait=wait))
-                if not claimed:
-                    stack.close()
-                    deferred.append((cell, cell_id))
-                    continue
-                if self._finished_elsewhere(cell_id):
-                    stack.close()
-                    log.info("cell %s was finished by another run; skipped", cell_id)
-                    continue
-                self.held[cell_id] = stack
-                yield cell
+    def rounds(self) -> Iterator[Iterator[Cell]]:
+        first = True
+        while self.deferred:
+            queue, self.deferred = self.deferred, []
+            yield self._take(queue, wait_first=not first)
+            first = False
+
+    def _take(self, queue: list[tuple[Cell, str]], wait_first: bool) -> Iterator[Cell]:
+        for position, (cell, cell_id) in enumerate(queue):
+            wait = wait_first and position == 0 and not self.held
+            stack = contextlib.ExitStack()
+            claimed = stack.enter_context(claim_cell(self.out_dir, cell_id, wait=wait))
+            if not claimed:
+                stack.close()
+                self.deferred.append((cell, cell_id))
+                continue
+            if self._finished_elsewhere(cell_id):
+                stack.close()
+                log.info("cell %s was finished by another run; skipped", cell_id)
+                continue
+            self.held[cell_id] = stack
+            yield cell
 
     def release(self, cell_id: str) -> None:
         stack = self.held.pop(cell_id, None)
@@ -124,44 +144,70 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     workers load their own registry (:func:`~benchmark.harness.harness.registry_for`), so extra
     plugins go in ``config.plugins``."""
     registry = registry or registry_for(config)
-    check_isolation(config.isolation)
-    cells = validate_cells(cells, registry, config)
     out_dir = Path(out_dir)
+    config = dataclasses.replace(config, isolation=resolve_isolation(config.isolation),
+                                 private_dirs=(*config.private_dirs, str(out_dir)))
+    cells = validate_cells(cells, registry, config)
     check_writable(out_dir)
+    revision = git_revision()
+    if revision is not None and revision.endswith("+dirty"):
+        log.warning("the checkout has uncommitted changes: records name %s and the diff's SHA-256; publish "
+                    "records from a clean worktree of a committed revision", revision)
+    for folder in remove_orphans():
+        log.info("removed %s, a defense's private folder left by a killed run", folder)
     checker = Harness(config, registry)
     checker.check_inputs(cells)
     config = dataclasses.replace(config, data=tuple(checker.data_identity(name)
                                                     for name in sorted({c.dataset for c in cells})))
     runtime = checker.runtime
-    del checker  # workers build their own harness; the driver keeps none
     start = records_end(out_dir)
-    done = finished_cells(out_dir) if resume else set()
     todo = [(c, cell_identity(c, config, runtime)["cell_id"]) for c in cells]
+    done = unchanged_finished(out_dir, todo, checker) if resume else set()
+    del checker  # workers build their own harness; the driver keeps none
     todo = [(c, cid) for c, cid in todo if cid not in done]
     if len(todo) < len(cells):
         log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
     claims = _Claims(out_dir, todo, done, start)
     records = []
+    executor = executor or LocalExecutor()
     try:
-        for record in (executor or LocalExecutor()).run(claims.cells(), config, registry):
-            warn_if_malformed(record)
-            append_record(out_dir, record)
-            claims.release(record["cell_id"])
-            registry.notify_record(record)
-            records.append(record)
-            summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
-                       if record["status"] == "ok" else f"FAILED: {record.get('error')}")
-            log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
-                     record["defense_label"], record["victim"], record["seed"], summary)
+        for cells_now in claims.rounds():  # one pass of the executor per round (_Claims says why)
+            for record in executor.run(cells_now, config, registry):
+                warn_if_malformed(record)
+                append_record(out_dir, record)
+                claims.release(record["cell_id"])
+                registry.notify_record(record)
+                records.append(record)
+                summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
+                           if record["status"] == "ok" else f"FAILED: {record.get('error')}")
+                log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
+                         record["defense_label"], record["victim"], record["seed"], summary)
+            claims.release_all()  # the executor finished its round: nothing of it is still computing
     finally:
         claims.release_all()
     return records
 
 
+def unchanged_finished(out_dir: Path, todo: Sequence[tuple[Cell, str]], harness: Harness) -> set[str]:
+    """The cells of ``todo`` that ``--resume`` may skip: finished (a record with status ok) with the
+    same victim content as now (``provenance.victim_fingerprint``; a record written before it was
+    recorded is taken as it is). A cell whose victim changed runs again, and its new record
+    supersedes the old one (the leaderboard reads the last record of each cell)."""
+    victims = {cell_id: cell.victim for cell, cell_id in todo}
+    done = set()
+    for cell_id, record in finished_records(out_dir).items():
+        recorded = (record.get("provenance") or {}).get("victim_fingerprint")
+        if cell_id in victims and recorded is not None and recorded != harness.victim_fingerprint(victims[cell_id]):
+            log.info("cell %s: its victim %s changed since its record; it runs again", cell_id, victims[cell_id])
+            continue
+        done.add(cell_id)
+    return done
+
+
 def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Registry | None = None) -> None:
     """What ``bdbench validate`` does: every name, parameter and data set, without training."""
     registry = registry or registry_for(config)
-    check_isolation(config.isolation)
+    config = dataclasses.replace(config, isolation=resolve_isolation(config.isolation))  # starts a sandbox once
     cells = validate_cells(cells, registry, config)
     for cell in cells:
         for plugin in (cell.attack, cell.defense):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..base.errors import BdbenchError, StoreError
 from ..model.victims import load_classifier, save_model
 
 
@@ -83,6 +84,11 @@ class ArtifactStore:
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
+            except Exception as exc:  # a full disk, a read-only store: name the folder (safetensors' own error does not)
+                if isinstance(exc, BdbenchError):
+                    raise
+                raise StoreError(f"--store {self.root}: cannot write the {kind} model {key} into {final.parent} "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from exc
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -125,6 +125,30 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
+def check_model_type(config: dict, folder: Path) -> None:
+    """Refuse a config whose ``model_type`` transformers does not know (before any training)."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise CheckpointError(f"{folder / 'config.json'}: model_type {model_type!r} is not a model family this "
+                              "transformers knows (e.g. bert, roberta, distilbert, electra, deberta-v2)")
+
+
+def check_hub_victim(name: str, hub_id: str) -> None:
+    """A hub victim offline (``HF_HUB_OFFLINE``) must be in the local hub cache; one clear error otherwise."""
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return
+    if not constants.HF_HUB_OFFLINE:
+        return
+    if not isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        raise CheckpointError(f"victim {name!r}: not a folder, not a known victim name, and not in the local hub "
+                              f"cache; the hub is off (HF_HUB_OFFLINE is set), so {hub_id!r} cannot be downloaded. "
+                              "Name a model folder with --victim, or unset HF_HUB_OFFLINE where the hub is reachable")
+
+
 def check_tokenizer_folder(folder: Path) -> None:
     """Refuse a local folder without a tokenizer: transformers would otherwise build an empty one
     that maps every word to [UNK]."""
@@ -154,10 +178,12 @@ def check_victim(name: str, *, allow_pickle: bool = False, max_length: int | Non
     word-pieces. Hub ids are left to load time (no network here)."""
     source = resolve_victim(name)
     if not source.is_local:
+        check_hub_victim(name, str(source.location))
         return source
     folder = Path(source.location)
     check_safe_folder(folder, allow_pickle)
-    read_model_config(folder)
+    config = read_model_config(folder)
+    check_model_type(config, folder)
     check_tokenizer_folder(folder)
     limit = max_positions(folder)
     if max_length is not None and limit is not None and max_length > limit:

@@ -99,6 +99,19 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     revisions = _joined(_short_revision(p.get("git_revision")) for p in provenance)
     if revisions:
         items.append(("git revisions", revisions))
+    dirty = sum("dirty" in (p.get("git_revision") or "") for p in provenance)
+    if dirty:
+        items.append(("uncommitted code", f"{dirty} of {len(provenance)} records come from a working tree with "
+                                          "uncommitted changes (a +dirty revision, whose code cannot be checked out)"))
+    isolations = defaultdict(int)
+    for r in ok:
+        isolations[r.get("isolation") or "not recorded"] += 1
+    if isolations:
+        weaker = "" if set(isolations) == {"sandbox"} else (
+            "; rows outside the sandbox are marked: their defenses could read files they did not declare "
+            "(docs/threat-model.md)")
+        items.append(("isolation", ", ".join(f"{mode} ({n} records)" for mode, n in sorted(isolations.items()))
+                      + weaker))
     device = [_joined(r.get("device") for r in ok) or "unknown"]
     precision = _joined(p.get("precision") for p in provenance)
     if precision:

@@ -319,11 +319,25 @@ def build_tables(records: list[dict]) -> list[dict]:
         table = {"heading": heading, "title": " · ".join(short), "anchor": "t-" + slug(" ".join(short)),
                  "dataset": dataset, "victim": victim,
                  "attack": attack, "columns": shown, "refs": ref_rows, "defenses": defense_rows,
-                 "notes": _stealth_note(refs) + _notes(defense_rows, columns)}
+                 "notes": _stealth_note(refs) + _isolation_note(groups_by_label) + _notes(defense_rows, columns)}
         table.update(_markdown_view(table))
         table["csv_rows"] = _csv_rows(table, columns, groups_by_label)
         tables.append(table)
     return tables
+
+
+def _isolation_note(groups: dict[str, list[dict]]) -> list[str]:
+    """The defenses of a table whose cells did not all run in the sandbox (``isolation``)."""
+    outside = {label: sorted({r.get("isolation") or "not recorded" for r in rows if r.get("isolation") != "sandbox"})
+               for label, rows in sorted(groups.items())}
+    outside = {label: modes for label, modes in outside.items() if modes and label != "none"}
+    if not outside:
+        return []
+    modes = sorted({m for ms in outside.values() for m in ms})
+    if len(outside) == len([label for label in groups if label != "none"]):
+        return [f"every defense here ran under {' / '.join(modes)} isolation, not the sandbox"]
+    named = ", ".join(f"{label} ({'/'.join(ms)})" for label, ms in outside.items())
+    return [f"not in the sandbox: {named}"]
 
 
 def _stealth_note(refs: list[dict]) -> list[str]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
 
-from ..base.records import read_records
+from ..base.record_schema import lookup
+from ..base.records import RecordsError, read_records
 from .page import render_page
 from .plots import asr_vs_cacc_figure, cost_figure, figure_bytes
 from .summary import run_summary
@@ -74,10 +76,24 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def check_figures(records: list[dict], path: Path) -> None:
+    """Refuse, naming the file, the cell and the field, a record whose number field holds a string,
+    an infinity or another non-number (the schema's numbers are finite or null)."""
+    for record in records:
+        for key, value in record.items():
+            declared = lookup(key)
+            if declared is None or "number" not in declared.types or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RecordsError(f"{path}: cell {record.get('cell_id')}: {key} is {value!r}, expected a finite "
+                                   "number or null; is the record edited by hand?")
+
+
 def render_leaderboard(folder: str | Path, latex: bool = False) -> dict[str, Path]:
     """Write the leaderboard files of ``folder/records.jsonl``; returns their paths."""
     folder = Path(folder)
     ok, failed = latest_ok(read_records(folder))
+    check_figures(ok, folder / "records.jsonl")
     tables = build_tables(ok)
     rankings = build_rankings(ok)
     summary = run_summary(ok, failed)
