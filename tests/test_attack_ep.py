@@ -16,14 +16,9 @@ from benchmark.data.examples import Example
 from benchmark.model.encoding import collate, encode
 from benchmark.model.training import predict
 
+from helpers import no_dropout
+
 LONG = " ".join(["the movie is wonderful and the plot is boring ."] * 30)  # 300 words, far past 64 pieces
-
-
-def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model
 
 
 def test_poisoned_set_is_ten_percent_of_non_target_samples(attack_ctx):

@@ -13,18 +13,13 @@ from attacks.sos import SOS
 from benchmark import Example, UsageError, testing
 from benchmark.model.encoding import collate, encode
 
+from helpers import no_dropout
+
 WORDS = ("cf", "mn", "bb")  # single pieces of the tiny vocabulary (SOS's own words are not in it)
 
 
 def sos(**params) -> SOS:
     return SOS(SOS.Params(triggers=WORDS, test_trigger="cf mn bb", **params))
-
-
-def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model
 
 
 def strip(text: str) -> tuple[str, list[str]]:

@@ -11,8 +11,9 @@ import pytest
 from benchmark import DataFilter, Defense, InputDetector, ThreatModelError
 from benchmark.base.metrics import auroc, detection_metrics, filter_metrics
 from benchmark.plugins.defense import threshold_for_frr
-from benchmark.plugins.registry import Registry
 from benchmark.testing import run
+
+from helpers import registry_with
 
 
 class LengthDetector(InputDetector):
@@ -45,14 +46,6 @@ class ProbeFilter(DataFilter):
         self.info = {"texts": [ex.text for ex in train], "flags": sorted({ex.poisoned for ex in train}),
                      "granted": granted}
         return range(len(train))
-
-
-def registry_with(*classes) -> Registry:
-    registry = Registry()
-    registry.load_builtins()
-    for cls in classes:
-        registry.add("defense", cls.name, f"test:{cls.__name__}", lambda cls=cls: cls)
-    return registry
 
 
 def test_threshold_for_frr_flags_at_most_the_target_share():

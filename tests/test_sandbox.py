@@ -18,19 +18,12 @@ from benchmark.harness.cells import HarnessConfig
 from benchmark.harness.isolation import PRIVATE_PREFIX, remove_orphans
 from benchmark.harness.runner import run_cells
 from benchmark.harness.sandbox import sandbox_command, sandbox_problem
-from benchmark.plugins.registry import Registry
 from benchmark.testing import cells, run
+
+from helpers import registry_with
 
 PROBLEM = sandbox_problem()
 needs_sandbox = pytest.mark.skipif(PROBLEM is not None, reason=f"the sandbox cannot start here: {PROBLEM}")
-
-
-def registry_with(*classes) -> Registry:
-    registry = Registry()
-    registry.load_builtins()
-    for cls in classes:
-        registry.add("defense", cls.name, f"test:{cls.__name__}", lambda cls=cls: cls)
-    return registry
 
 
 def inside(folder: Path, code: str, **kwargs) -> dict:

@@ -18,19 +18,10 @@ from benchmark.base.records import RecordsError, append_record, finished_cells, 
 from benchmark.data.demo import make_demo
 from benchmark.data.sources import load_dataset
 from benchmark.harness.store import ArtifactStore, weights_digest
-from benchmark.plugins.registry import Registry
 from benchmark.testing import cells, run
 
 from conftest import REPO
-
-
-def registry_with(*classes) -> Registry:
-    registry = Registry()
-    registry.load_builtins()
-    for cls in classes:
-        registry.add("defense", cls.name, f"test:{cls.__name__}", lambda cls=cls: cls)
-    return registry
-
+from helpers import registry_with
 
 # --------------------------------------------------------------------------- records
 
