@@ -1,6 +1,10 @@
 """The command line end to end on the tiny victim: a good run, then bad inputs that must each
 give one clear error (exit 2) and leave the earlier records intact."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -150,3 +154,31 @@ def test_the_log_names_the_options_that_changed_the_suites_grid():
     narrowed = parser.parse_args(["run", "--dataset", "demo", "--defense", "none", "--train-limit", "100"])
     assert _grid_name(plain, suite) == "suite quick"
     assert _grid_name(narrowed, suite) == "suite quick changed by --dataset --defense --train-limit"
+
+
+def test_a_piped_process_executor_run_shows_phases_cells_and_heartbeats(tmp_path, tiny_victim_dir):
+    """Piped to a file, the workers' phase lines, a heartbeat inside long loops and one line per
+    finished cell reach the driver's stderr; the gaps between lines stay far below a minute.
+    ``--quiet`` leaves none of them."""
+    import re
+
+    args = [sys.executable, "-m", "benchmark.cli.commands", "run", "--suite", "quick", "--victim", str(tiny_victim_dir),
+            "--dataset", "demo", "--defense", "none", "finetune", "--train-limit", "200", "--test-limit", "40",
+            "--device", "cpu", "--precision", "fp32", "--executor", "process", "--workers", "2",
+            "--out", str(tmp_path / "out")]
+    env = {**os.environ, "BDBENCH_HEARTBEAT_S": "0.05", "PYTHONPATH": str(REPO)}
+    env.pop("BDBENCH_PROGRESS", None)
+    with open(tmp_path / "log.txt", "w") as log:
+        subprocess.run(args, stderr=log, stdout=subprocess.DEVNULL, env=env, check=True, timeout=600, cwd=tmp_path)
+    text = (tmp_path / "log.txt").read_text()
+    assert re.search(r"\[worker \d+\] benchmark\.base\.costs: clean-train: started", text), text[-3000:]
+    assert re.search(r"train epoch \d/\d: \d+/\d+ steps", text), text[-3000:]
+    assert re.search(r"\[1/2, \d+m\d\ds elapsed, ~\d+m\d\ds left\]", text) and "[2/2," in text, text[-3000:]
+    stamps = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in re.findall(r"^(\d\d):(\d\d):(\d\d) ", text, re.M)]
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) < 60
+    quiet_args = [*args[:4], "--quiet", *args[4:-1], str(tmp_path / "quiet")]
+    quiet_args.remove("finetune")  # one cell of the cached scenario, in this process
+    quiet_args[quiet_args.index("process")] = "local"
+    del quiet_args[quiet_args.index("--workers"):quiet_args.index("--workers") + 2]
+    quiet = subprocess.run(quiet_args, capture_output=True, text=True, env=env, check=True, timeout=600, cwd=tmp_path)
+    assert "started" not in quiet.stderr and "[1/2," not in quiet.stderr and "steps" not in quiet.stderr

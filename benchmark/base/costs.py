@@ -169,6 +169,33 @@ def _interactive() -> bool:
     return os.environ.get("BDBENCH_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
+def _silent() -> bool:
+    """No progress of any kind (``--quiet``, or BDBENCH_PROGRESS=0)."""
+    return os.environ.get("BDBENCH_PROGRESS", "1") == "0"
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_process_logging(tag: str) -> None:
+    """Log INFO lines (WARNING only under BDBENCH_PROGRESS=0) to stderr in a process bdbench
+    started (a worker, a defense's process), each line tagged, unless logging is set up already:
+    phase and progress lines then reach the driver's terminal or file from every executor."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    logging.basicConfig(level=logging.WARNING if _silent() else logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [{tag}] %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def heartbeat_s() -> float:
+    """Seconds between a long loop's progress lines where no bar is shown (BDBENCH_HEARTBEAT_S, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("BDBENCH_HEARTBEAT_S", "30")))
+    except ValueError:
+        return 30.0
+
+
 @contextlib.contextmanager
 def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
     """Measure the enclosed block (see the module docstring). Where no progress bar is shown (CI,
@@ -187,7 +214,7 @@ def phase(name: str, device: torch.device | str = "cpu") -> Iterator[PhaseCost]:
     if not _HWM.open(id(cost)):
         sampler = _RssSampler()
         sampler.start()
-    quiet = _interactive()
+    quiet = _interactive() or _silent()
     if not quiet:
         log.info("%s: started", name)
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -221,12 +248,28 @@ def count(samples: int, tokens: int, training: bool = True) -> None:
 
 
 def progress(items: Iterable, desc: str) -> Iterable:
-    """A progress bar on interactive terminals (BDBENCH_PROGRESS=0 turns it off)."""
-    if not _interactive():
+    """A progress bar on interactive terminals; elsewhere (a pipe, a file, CI) a line at INFO at
+    most every :func:`heartbeat_s` seconds saying how far the loop is, so that no phase is silent
+    for minutes; nothing with BDBENCH_PROGRESS=0 (``--quiet``)."""
+    if _silent():
         return items
+    if not _interactive():
+        return _heartbeat(items, desc)
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _heartbeat(items: Iterable, desc: str) -> Iterator:
+    total = len(items) if hasattr(items, "__len__") else None
+    every = heartbeat_s()
+    start = last = time.perf_counter()
+    for done, item in enumerate(items):
+        now = time.perf_counter()
+        if done and now - last >= every:
+            last = now
+            log.info("%s: %d%s steps, %.0f s", desc, done, f"/{total}" if total else "", now - start)
+        yield item
 
 
 SUMMED = ("wall_s", "cpu_s", "gpu_s", "train_samples", "train_tokens")  # over a defense's phases

@@ -72,6 +72,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "the sandbox where bubblewrap runs, else process), a bubblewrap sandbox that shows only "
                         "the interpreter, the code and the defense's own folder (sandbox), its own process "
                         "with only its declared assets (process), or in-process (none: trusted plugins only)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress lines (phases, cells, heartbeats): only warnings and errors")
     p.add_argument("--defense-timeout", type=float, default=6 * 3600.0, metavar="SECONDS",
                    help="a defense call's time limit (default 6 hours); past it the defense is killed and its "
                         "cell fails (not applied with --isolation none)")
@@ -80,6 +82,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="bdbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress: no phase, cell or heartbeat lines, only warnings and errors")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a suite (default: quick) and write records and the leaderboard")
     _add_run_args(run)
@@ -307,7 +311,7 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "leaderboard": cmd_leaderb
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose", "-q", "--quiet"):
         argv = ["run", *argv]  # `bdbench` alone runs the quick suite
     try:
         args = parser.parse_args(argv)
@@ -316,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bdbench: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    if args.quiet:
+        os.environ["BDBENCH_PROGRESS"] = "0"  # workers and defense processes inherit it
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

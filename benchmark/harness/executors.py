@@ -32,6 +32,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..base.costs import configure_process_logging
 from ..base.errors import UsageError
 from .cells import failed_record
 from .harness import Harness
@@ -70,6 +71,7 @@ _WORKER: dict = {}  # this worker process's harness, made by _init_worker (never
 
 
 def _init_worker(config, threads: int) -> None:
+    configure_process_logging(f"worker {os.getpid()}")
     torch.set_num_threads(threads)
     _WORKER.clear()
     _WORKER["harness"] = Harness(config)

@@ -68,6 +68,7 @@ from pathlib import Path
 
 import torch
 
+from ..base.costs import configure_process_logging
 from ..base.errors import PluginError, UsageError
 from ..plugins.contexts import DefenseContext
 from ..plugins.registry import import_class
@@ -293,6 +294,7 @@ def _die_with_parent() -> None:
 def serve() -> None:
     """The server loop (see :class:`DefenseServer`): one JSON request a line, one exit status a line."""
     _die_with_parent()
+    configure_process_logging(f"defense {os.getpid()}")
     for module in _PRELOAD:
         importlib.import_module(module)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -316,6 +318,34 @@ def serve() -> None:
         print(os.waitstatus_to_exitcode(status), file=protocol, flush=True)
 
 
+def _run_forwarding_stderr(command: list[str], timeout_s: float) -> tuple[int, str]:
+    """Run ``command``, passing each line it writes to stderr on to ours (its progress lines) and
+    keeping the last 2000 characters for the error message; killed past ``timeout_s``."""
+    import threading
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tail: list[str] = []
+
+    def forward() -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            sys.stderr.write(line)
+            tail.append(line)
+            del tail[:-40]
+
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise DefenseTimeoutError(_timeout_message(timeout_s)) from None
+    finally:
+        reader.join(timeout=5)
+    return proc.returncode, "".join(tail)[-2000:]
+
+
 def _timeout_message(timeout_s: float) -> str:
     return (f"the defense ran past its time limit of {timeout_s:g} s and was killed "
             "(--defense-timeout SECONDS sets the limit)")
@@ -330,12 +360,7 @@ def run_isolated(folder: Path, mode: str, server: DefenseServer, hidden: Sequenc
         argv = [sys.executable, "-m", "benchmark.harness.isolation", str(folder)]
         modules = ["benchmark", *BUILTIN_PLUGIN_PACKAGES, *([defense_module] if defense_module else [])]
         command = sandbox_command(folder, argv, modules=modules, hidden=list(hidden))
-        try:
-            done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DefenseTimeoutError(_timeout_message(timeout_s)) from None
-        exitcode, stderr = done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
+        exitcode, stderr = _run_forwarding_stderr(command, timeout_s)
     else:
         exitcode = server.run(folder, timeout_s)
     if not (folder / _RESULT).is_file():
@@ -394,6 +419,7 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
     from ..plugins.params import resolve_params
 
     folder = Path(folder_text)
+    configure_process_logging(f"defense {os.getpid()}")
     try:
         job = DefenseJob(**json.loads((folder / _SPEC).read_text(encoding="utf-8")))
         torch.set_num_threads(max(1, job.threads))

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,6 +83,26 @@ def warn_if_malformed(record: dict) -> None:
     if problems:
         warnings.warn(RecordSchemaWarning(f"record of cell {record.get('cell_id')}: {'; '.join(problems)}"),
                       stacklevel=2)
+
+
+class _Progress:
+    """``[done/total, elapsed, ~remaining]`` for the line each finished cell logs (the remaining
+    time extrapolates the mean time per cell so far)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def step(self) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * max(0, self.total - self.done)
+        return f"[{self.done}/{self.total}, {_duration(elapsed)} elapsed, ~{_duration(left)} left]"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class _Claims:
@@ -170,6 +191,7 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     claims = _Claims(out_dir, todo, done, start)
     records = []
     executor = executor or LocalExecutor()
+    watch = _Progress(len(todo))
     try:
         for cells_now in claims.rounds():  # one pass of the executor per round (_Claims says why)
             for record in executor.run(cells_now, config, registry):
@@ -180,7 +202,7 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
                 records.append(record)
                 summary = (f"cacc={record.get('cacc', float('nan')):.3f} asr={record.get('asr', float('nan')):.3f}"
                            if record["status"] == "ok" else f"FAILED: {record.get('error')}")
-                log.info("%s | %s | %s | %s | seed %s: %s", record["dataset"], record["attack_label"],
+                log.info("%s %s | %s | %s | %s | seed %s: %s", watch.step(), record["dataset"], record["attack_label"],
                          record["defense_label"], record["victim"], record["seed"], summary)
             claims.release_all()  # the executor finished its round: nothing of it is still computing
     finally:

@@ -39,7 +39,7 @@ SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", 
                 "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
             "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "CUDA_VISIBLE_DEVICES",
-            "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")
+            "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "BDBENCH_PROGRESS", "BDBENCH_HEARTBEAT_S")
 
 
 def _is_site_dir(path: Path) -> bool:
