@@ -158,3 +158,24 @@ def test_bounded_kernel_caches_train_the_same_weights():
 
     assert trained_weights(ONEDNN_PRIMITIVE_CACHE_CAPACITY="0", LRU_CACHE_CAPACITY="1") == trained_weights(
         ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024", LRU_CACHE_CAPACITY="1024")
+
+
+def test_a_long_loop_logs_a_heartbeat_where_no_bar_is_shown(caplog, monkeypatch):
+    import logging
+    import time
+
+    monkeypatch.setenv("BDBENCH_HEARTBEAT_S", "0.01")
+    monkeypatch.delenv("BDBENCH_PROGRESS", raising=False)
+    with caplog.at_level(logging.INFO, logger="benchmark.base.costs"):
+        for _ in costs.progress(list(range(4)), desc="train epoch 1/1"):
+            time.sleep(0.02)
+    beats = [r.getMessage() for r in caplog.records]
+    assert beats and all(m.startswith("train epoch 1/1: ") and "/4 steps" in m for m in beats)
+    caplog.clear()
+    monkeypatch.setenv("BDBENCH_PROGRESS", "0")  # --quiet
+    with caplog.at_level(logging.INFO, logger="benchmark.base.costs"):
+        for _ in costs.progress(list(range(4)), desc="train epoch 1/1"):
+            time.sleep(0.02)
+        with costs.phase("evaluation"):
+            pass
+    assert not caplog.records
