@@ -124,3 +124,18 @@ def test_a_dirty_checkout_is_named_with_its_diffs_hash_and_counted_on_the_page(t
     items = dict(run_summary(records, []))
     assert "2 of 3 records" in items["uncommitted code"]
     assert items["isolation"].startswith("process (3 records)")
+
+
+def test_a_victim_head_of_other_classes_is_said_once_not_resized_silently(tmp_path, caplog):
+    import logging
+
+    from benchmark import testing
+    from benchmark.harness.cells import HarnessConfig
+    from benchmark.harness.runner import check_config
+
+    victim = testing.tiny_victim(tmp_path / "three", num_labels=3)
+    with caplog.at_level(logging.WARNING, logger="benchmark.harness.harness"):
+        check_config(testing.cells(victim), HarnessConfig(store_dir=str(tmp_path / "store"), isolation="process"))
+    assert [r.getMessage() for r in caplog.records if "head of 3 classes" in r.getMessage()] == [
+        f"victim {victim} has a head of 3 classes and the data set 2: the head is drawn afresh at 2 classes (as "
+        "every pre-trained victim's is; its own head is not used)"]

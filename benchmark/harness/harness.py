@@ -184,10 +184,28 @@ class Harness:
                                      f"(its classes are 0..{dataset.num_labels - 1})")
         for victim in sorted({c.victim for c in cells}):
             longest = max(c.budget.max_length for c in cells if c.victim == victim)
-            check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
+            source = check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
+            self._note_head(victim, source, {self.dataset(c.dataset)[0].num_labels for c in cells if c.victim == victim})
         for cell in {c.scenario_key(): c for c in cells}.values():
             if cell.attack.cls is not None:  # an attack that failed to import fails its own cells
                 self.check_attack(cell)
+
+    @staticmethod
+    def _note_head(victim: str, source, num_labels: set[int]) -> None:
+        """Say once when a victim folder's own head has another number of classes than a data set:
+        the head is drawn afresh at the data set's classes, as every pre-trained victim's is."""
+        if not source.is_local:
+            return
+        with contextlib.suppress(Exception):
+            import json
+
+            config = json.loads((Path(source.location) / "config.json").read_text(encoding="utf-8"))
+            own = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels")
+            for n in sorted(num_labels):
+                if isinstance(own, int) and own != n:
+                    log.warning("victim %s has a head of %d classes and the data set %d: the head is drawn afresh "
+                                "at %d classes (as every pre-trained victim's is; its own head is not used)",
+                                victim, own, n, n)
 
     def check_attack(self, cell: Cell) -> None:
         """The attack's own check (:meth:`Attack.check`: its parameters against the victim, the
