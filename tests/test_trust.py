@@ -252,3 +252,16 @@ def test_two_process_executor_runs_on_one_out_share_the_work_and_finish(tmp_path
     records = list(read_records(tmp_path / "out"))
     assert len(records) == 4 and len({r["cell_id"] for r in records}) == 4
     assert all(r["status"] == "ok" for r in records)
+
+
+def test_a_full_store_disk_is_an_error_naming_the_store(tmp_path, tiny_model, monkeypatch):
+    from benchmark.base.errors import StoreError
+
+    def full_disk(model, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("benchmark.harness.store.save_model", full_disk)
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"--store .*store: cannot write the clean model k1 into .*No space left"):
+        store.get_or_build("clean", "k1", lambda: (tiny_model(), {}))
+    assert not list((tmp_path / "store").rglob("*.safetensors"))
