@@ -6,6 +6,8 @@ Not run per family, and why:
 
 * ``onion`` never reads the victim: it rewrites inputs with its own causal language model
   (``tests/test_onion.py``), so the victim's family cannot matter to it;
+* the ``external`` attack trains nothing: it loads the backdoored model it is given, checked
+  against the victim by parameter names and shapes (``tests/test_attack_external.py``);
 * ``cube`` reads the victim only through ``ctx.cls_embeddings`` (generic ``hidden_states[-1][:, 0]``),
   which ``bki`` exercises here on every family; its UMAP step costs seconds of JIT compilation
   (``tests/test_cube.py``).
@@ -48,6 +50,7 @@ DEFENSES = [
     ("rap", {"epochs": 1}), ("bki", {}),
 ]
 NOT_PER_FAMILY = {"onion", "cube"}  # the module docstring says why
+ATTACKS_NOT_PER_FAMILY = {"external"}  # likewise
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +82,7 @@ def case_id(case):
 
 def test_every_builtin_is_covered():
     registry = default_registry()
-    assert {n for n, _ in ATTACKS} == set(registry.names("attack"))
+    assert {n for n, _ in ATTACKS} | ATTACKS_NOT_PER_FAMILY == set(registry.names("attack"))
     assert {n for n, _ in DEFENSES} | NOT_PER_FAMILY == set(registry.names("defense"))
 
 
