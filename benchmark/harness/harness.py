@@ -239,7 +239,7 @@ class Harness:
         """An ok record's fields besides the identity (raises when the cell fails)."""
         defense: Defense = cell.defense.create()
         scenario = self.scenario(cell)
-        out = scenario_fields(cell, scenario, defense, self.config.isolation)
+        out = scenario_fields(cell, scenario, defense, self.caller.mode)
         env = CellEnv(self.runtime, self.caller, self.pretrained_loader(cell.victim, scenario.num_labels, cell.seed))
         out.update(KIND_CELLS[defense_kind(defense)](defense, cell, scenario, env))
         return out
