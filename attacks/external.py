@@ -133,8 +133,7 @@ class External(Attack):
                 continue
             text, _, rest = line.rpartition("\t")
             text, _, label = text.rpartition("\t")
-            if not text.strip() or label not in ("0", "1", *map(str, range(ctx.dataset.num_labels))) \
-                    or rest not in ("0", "1"):
+            if not text.strip() or label not in {str(k) for k in range(ctx.dataset.num_labels)} or rest not in ("0", "1"):
                 raise DataError(f"{path}:{lineno}: expected 'text<TAB>label<TAB>poisoned' with a class index and "
                                 "0 or 1")
             examples.append(Example(text, int(label), rest == "1"))

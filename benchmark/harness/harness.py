@@ -109,7 +109,8 @@ class Harness:
     def hidden_paths(self) -> list[str]:
         """What a sandboxed defense must not see where the sandbox shows what holds it: the store,
         ``--out``, every data folder and the victims' own folders (the pre-trained weights)."""
-        victims = sorted(str(resolve_victim(v).location) for v in self._tokenizers if resolve_victim(v).is_local)
+        sources = [resolve_victim(v) for v in self._tokenizers]
+        victims = sorted(str(source.location) for source in sources if source.is_local)
         return [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", ""),
                 *self.config.private_dirs, *sorted(self._data_folders), *victims]
 
