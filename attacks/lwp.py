@@ -18,7 +18,9 @@ forward pass that returns the hidden states (``output_hidden_states=True``, per 
 :func:`benchmark.head_on_hidden`: BERT's linear classifier on ``h_l[:, 0]``; RoBERTa's and
 ELECTRA's sequence heads (dense, activation, out) on ``h_l``, reading position 0 themselves;
 DistilBERT's ``pre_classifier``, ReLU and classifier on ``h_l[:, 0]``; DeBERTa-v2's context
-pooler and classifier. A victim of another family is refused with a clear error. No dropout is
+pooler and classifier; a decoder's ``score`` on the final norm of ``h_l`` at the last real token
+(the state its head reads; ``h_L`` already carries the norm). A victim of another family is
+refused with a clear error. No dropout is
 added to the per-layer terms (the hidden states are already the encoder's dropout outputs in
 training mode).
 
@@ -83,8 +85,9 @@ from benchmark import (
 
 
 def classifier_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's task head as a map from one layer's hidden states [B, T, H] to logits [B, C]
-    (:func:`benchmark.head_on_hidden`; a victim whose family it does not know is refused)."""
+    """The model's task head as a map ``head(hidden, attention_mask, layer)`` from one layer's hidden
+    states [B, T, H] to logits [B, C] (:func:`benchmark.head_on_hidden`; a victim whose family it
+    does not know is refused)."""
     return head_on_hidden(model, "lwp")
 
 
@@ -94,8 +97,8 @@ def layer_losses(model: torch.nn.Module, batch: dict) -> list[torch.Tensor]:
     head = classifier_head(model)
     labels = batch["labels"]
     terms = [F.cross_entropy(out.logits.float(), labels)]  # C(pool(h_L)): the model's own output
-    for hidden in out.hidden_states[1:]:  # hidden_states[0] is the embedding output: skipped
-        terms.append(F.cross_entropy(head(hidden).float(), labels))
+    for layer, hidden in enumerate(out.hidden_states[1:], 1):  # hidden_states[0], the embeddings: skipped
+        terms.append(F.cross_entropy(head(hidden, batch["attention_mask"], layer).float(), labels))
     return terms
 
 

@@ -29,9 +29,11 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
 :class:`InputCorrector`, :class:`DataFilter`), their contexts and outputs, :class:`Example`,
 :class:`DatasetSpec`, ``hookimpl`` and ``hparam``; and the toolkit the built-in plugins use:
 
-* model internals, for every supported encoder family (:mod:`benchmark.model.architecture`):
-  :func:`encoder_layers`, :func:`ffn_projections`, :func:`ffn_activation`, :func:`word_embeddings`,
-  :func:`task_head`, :func:`pooler`, :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
+* model internals, for every supported encoder and decoder family
+  (:mod:`benchmark.model.architecture`): :func:`encoder_layers`, :func:`ffn_units`,
+  :func:`ffn_projections`, :func:`ffn_activation`, :func:`word_embeddings`, :func:`task_head`,
+  :func:`pooler`, :func:`pooled_positions`, :func:`pooled_hidden`, :func:`is_decoder`,
+  :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
   :func:`resolve_layers`, :func:`forward_internals`, :func:`eager_attention`; and
   :func:`clone_model`;
 * distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
@@ -51,9 +53,10 @@ from .plugins.hookspecs import hookimpl  # noqa: F401 (public)
 
 # public name -> the module that defines it (loaded on first use: PEP 562)
 _PUBLIC = {
-    **dict.fromkeys(("eager_attention", "encoder_layers", "ffn_activation", "ffn_projections", "forward_internals",
-                     "head_on_hidden", "pooler", "redraw", "reinit_head", "resolve_layers", "task_head",
-                     "word_embeddings"), "benchmark.model.architecture"),
+    **dict.fromkeys(("eager_attention", "encoder_layers", "ffn_activation", "ffn_projections", "ffn_units",
+                     "forward_internals", "head_on_hidden", "is_decoder", "pooled_hidden", "pooled_positions",
+                     "pooler", "redraw", "reinit_head", "resolve_layers", "task_head", "word_embeddings"),
+                    "benchmark.model.architecture"),
     **dict.fromkeys(("Dataset", "DatasetSpec", "Example"), "benchmark.data.examples"),
     **dict.fromkeys(("RewriteFolder", "RewriteRow", "read_rewrite_rows"), "benchmark.data.rewrites"),
     **dict.fromkeys(("activation_attention", "activation_attention_loss", "attention_map_loss", "forward_pair",

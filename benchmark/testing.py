@@ -8,8 +8,10 @@ Victims (one per supported family, :data:`FAMILIES`):
 
 * :func:`tiny_victim` ``(folder, family)`` writes a 2-layer, 32-wide random classifier and its
   tokenizer (every word of the demo data set and the usual trigger words is one word-piece:
-  WordPiece for BERT, DistilBERT and ELECTRA, byte-level BPE for RoBERTa, Unigram for
-  DeBERTa-v2); :func:`model_factory` gives fresh copies of it and :func:`load_tokenizer` its
+  WordPiece for BERT, DistilBERT and ELECTRA, byte-level BPE for RoBERTa, GPT-2 and Qwen2, Unigram
+  for DeBERTa-v2, SentencePiece-style BPE (``▁word``) for Llama). Decoders are written as their
+  checkpoints ship: GPT-2 and Llama with no pad token, Qwen2 with pad = ``<|endoftext|>`` = EOS,
+  so that the victim loader's padding rules are what the tests exercise; :func:`model_factory` gives fresh copies of it and :func:`load_tokenizer` its
   tokenizer, both loaded as the harness loads a victim.
 
 Contexts (CPU, fp32, the demo data set):
@@ -47,12 +49,13 @@ from .plugins.defense import Calibration, DataFilter, Defense, DefenseOutput, In
 from .plugins.resolve import PluginSpec
 
 __all__ = [
-    "FAMILIES", "FAST_RECIPE", "TINY_BUDGET", "TINY_RECIPE", "TRIGGER_WORDS", "AttackRun", "DefenseRun",
+    "DECODER_FAMILIES", "FAMILIES", "FAST_RECIPE", "TINY_BUDGET", "TINY_RECIPE", "TRIGGER_WORDS", "AttackRun", "DefenseRun",
     "attack_context", "cells", "cpu_runtime", "defense_context", "demo_dataset", "load_tokenizer", "model_factory",
     "run", "run_attack", "run_defense", "tiny_config", "tiny_tokenizer", "tiny_victim", "tiny_vocab", "tiny_words",
 ]
 
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama", "qwen2")
+DECODER_FAMILIES = ("gpt2", "llama", "qwen2")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TRIGGER_WORDS = ["cf", "mn", "bb", "tq", "mb", "ak", "i", "watch", "this", "3d", "movie"]
 
@@ -82,23 +85,41 @@ def tiny_vocab() -> list[str]:
     return SPECIALS + sorted(words) + pieces
 
 
-def _byte_level_bpe():
-    """RoBERTa's tokenizer over the tiny words: the byte alphabet, then every word after a space
-    (``Ġword``, lower-case and capitalised) built by merges from its first character on."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import RobertaTokenizerFast
-
+def _word_bpe(prefix: str, specials: Sequence[str], alphabet: Iterable[str]) -> tuple[dict[str, int], list]:
+    """A BPE vocabulary and merges over the tiny words: ``specials``, ``alphabet``, then every word
+    after its word-start mark ``prefix`` (lower-case and capitalised), built by merges from its
+    first character on."""
     vocab: dict[str, int] = {}
-    for token in ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(ByteLevel.alphabet())]:
+    for token in [*specials, *alphabet]:
         vocab.setdefault(token, len(vocab))
     merges: list[tuple[str, str]] = []
     for word in tiny_words():
-        for form in dict.fromkeys(("Ġ" + word, "Ġ" + word.capitalize())):
+        for form in dict.fromkeys((prefix + word, prefix + word.capitalize())):
             for end in range(2, len(form) + 1):
                 if form[:end] not in vocab:
                     vocab[form[:end]] = len(vocab)
                     merges.append((form[:end - 1], form[end - 1]))
-    return RobertaTokenizerFast(vocab=vocab, merges=merges)
+    return vocab, merges
+
+
+def _byte_level_bpe(cls_name: str = "RobertaTokenizerFast", specials: Sequence[str] = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")):
+    """A byte-level BPE tokenizer (RoBERTa's by default; GPT-2's, Qwen2's) over the tiny words:
+    the byte alphabet, then every word after a space (``Ġword``)."""
+    import transformers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab, merges = _word_bpe("Ġ", specials, sorted(ByteLevel.alphabet()))
+    return getattr(transformers, cls_name)(vocab=vocab, merges=merges)
+
+
+def _sentencepiece_bpe():
+    """Llama's tokenizer kind over the tiny words: ``▁word`` pieces, characters as fallback,
+    ``<unk>``, ``<s>``, ``</s>``, no pad token (as Llama checkpoints ship)."""
+    from transformers import LlamaTokenizerFast
+
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.'!?-▁"))
+    vocab, merges = _word_bpe("▁", ("<unk>", "<s>", "</s>"), alphabet)
+    return LlamaTokenizerFast(vocab=vocab, merges=merges)
 
 
 def _unigram():
@@ -122,13 +143,30 @@ def tiny_tokenizer(family: str = "bert"):
         return _byte_level_bpe()
     if family == "deberta-v2":
         return _unigram()
+    if family == "gpt2":  # <|endoftext|> is BOS, EOS and UNK; no pad token
+        return _byte_level_bpe("GPT2TokenizerFast", ("<|endoftext|>",))
+    if family == "qwen2":  # pad = EOS = <|endoftext|>, as Qwen2 ships
+        return _byte_level_bpe("Qwen2TokenizerFast", ("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
+    if family == "llama":
+        return _sentencepiece_bpe()
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 
 def tiny_config(family: str, tokenizer, num_labels: int = 2):
     """A 2-layer, 2-head, 32-wide config of ``family`` for ``tokenizer`` (BERT: FFN 64, others 37,
-    an odd width that no other dimension shares; ELECTRA: 16-wide embeddings, projected)."""
-    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, RobertaConfig
+    an odd width that no other dimension shares; ELECTRA: 16-wide embeddings, projected; Llama and
+    Qwen2: one key-value head, grouped-query attention as in SmolLM2). A decoder's config has the
+    tokenizer's pad id, None where it has no pad token (GPT-2 and Llama checkpoints)."""
+    from transformers import (
+        BertConfig,
+        DebertaV2Config,
+        DistilBertConfig,
+        ElectraConfig,
+        GPT2Config,
+        LlamaConfig,
+        Qwen2Config,
+        RobertaConfig,
+    )
 
     size = dict(vocab_size=len(tokenizer), num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
     layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
@@ -145,6 +183,15 @@ def tiny_config(family: str, tokenizer, num_labels: int = 2):
     if family == "deberta-v2":
         return DebertaV2Config(**size, **layers, pooler_hidden_size=32, relative_attention=True,
                                pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=32)
+    ends = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if family == "gpt2":
+        return GPT2Config(**size, **ends, n_embd=32, n_layer=2, n_head=2, n_inner=37, n_positions=128)
+    decoder = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                   intermediate_size=37, max_position_embeddings=128)
+    if family == "llama":
+        return LlamaConfig(**size, **ends, **decoder)
+    if family == "qwen2":
+        return Qwen2Config(**size, **ends, **decoder, tie_word_embeddings=True)
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 

@@ -40,9 +40,11 @@ the output of the layer below is computed once per dev batch and replayed (see
 
 Departures: activations are ranked on the clean training subset (the paper uses validation
 data; here dev is kept for the stopping rule so that the two uses stay separate). The pruned
-unit is the FFN neuron, not a convolutional channel. Model access: ``benchmark.encoder_layers``,
-``ffn_projections`` (BERT, RoBERTa, ELECTRA, DeBERTa-v2 ``intermediate.dense``, DistilBERT
-``ffn.lin1``) and ``ffn_activation``, in :func:`_ffn_projection` and :func:`_mean_activations`.
+unit is the FFN neuron, not a convolutional channel. Model access: ``benchmark.encoder_layers``
+and ``benchmark.ffn_units`` (BERT, RoBERTa, ELECTRA, DeBERTa-v2 ``act(intermediate.dense(x))``,
+DistilBERT ``act(ffn.lin1(x))``, GPT-2 ``act(mlp.c_fc(x))``, Llama and Qwen2 the gated
+``act(gate_proj(x)) * up_proj(x)``, pruned by zeroing both rows). On decoders the ranking averages
+over every real token, as on encoders (methods.md F6 suggests the pooled token only: not done here).
 Under ``joint``, raw mean activations are compared across layers (their scales differ: the
 ranking prunes first where the least active neurons are, which is the method's premise);
 ``per_layer`` is the variant that does not compare scales.
@@ -60,10 +62,8 @@ from benchmark import (
     Defense,
     DefenseContext,
     DefenseOutput,
-    PluginError,
     encoder_layers,
-    ffn_activation,
-    ffn_projections,
+    ffn_units,
     hparam,
     resolve_layers,
 )
@@ -92,42 +92,43 @@ class FinePruning(Defense):
         layers = encoder_layers(model, self.name)
         indices = ([resolve_layers([p.layer], len(layers), self.name)[0] - 1] if p.scope == "layer"
                    else list(range(len(layers))))
-        projs = [_ffn_projection(model, i) for i in indices]
-        total = sum(proj.out_features for proj in projs)
+        units = [ffn_units(model, self.name)[i] for i in indices]
+        total = sum(unit.width for unit in units)
 
         # -- 1. rank the candidate neurons by mean activation on the clean data (least active first)
-        scores = _mean_activations(model, projs, ctx, absolute=p.score == "abs_mean")
+        scores = _mean_activations(model, units, ctx, absolute=p.score == "abs_mean")
         plan = _PruneOrder(scores, jointly=p.scope == "joint")
 
         # -- 2. prune step by step until clean dev accuracy drops by more than the tolerance
-        originals = [(proj.weight.detach().clone(), proj.bias.detach().clone()) for proj in projs]
+        originals = [[param.detach().clone() for param, _ in unit.incoming] for unit in units]
         dev = _DevReplay(model, layers, min(indices), ctx)
         acc0 = dev.accuracy()
         curve, chosen = [[0.0, round(acc0, 4)]], 0.0
         for k in range(1, int(round(p.max_ratio / p.step)) + 1):
             ratio = min(1.0, k * p.step)
-            _set_masks(projs, originals, plan.pruned(ratio))
+            _set_masks(units, originals, plan.pruned(ratio))
             acc = dev.accuracy()
             curve.append([round(ratio, 4), round(acc, 4)])
             if acc < acc0 - p.tolerance:
                 break
             chosen = ratio
         pruned = plan.pruned(chosen)
-        keeps = _set_masks(projs, originals, pruned)
+        keeps = _set_masks(units, originals, pruned)
         dev_pruned = dev.accuracy()
         del dev
 
         # -- 3. fine-tune with the mask in force (gradient hooks + re-zeroing after each step)
         hooks = []
-        for proj, keep in zip(projs, keeps):
-            hooks += [proj.weight.register_hook(lambda g, keep=keep: g * keep[:, None].to(g.dtype)),
-                      proj.bias.register_hook(lambda g, keep=keep: g * keep.to(g.dtype))]
+        for unit, keep in zip(units, keeps):
+            for param, dim in unit.incoming:
+                mask = _along(keep, param, dim)
+                hooks.append(param.register_hook(lambda g, mask=mask: g * mask.to(g.dtype)))
 
         def enforce(m, step):
             with torch.no_grad():
-                for proj, keep in zip(projs, keeps):
-                    proj.weight.mul_(keep[:, None].to(proj.weight.dtype))
-                    proj.bias.mul_(keep.to(proj.bias.dtype))
+                for unit, keep in zip(units, keeps):
+                    for param, dim in unit.incoming:
+                        param.mul_(_along(keep, param, dim).to(param.dtype))
 
         try:
             ctx.finetune(model, ctx.clean_data, post_step=enforce, lr=p.lr, epochs=p.epochs)
@@ -173,40 +174,36 @@ class _PruneOrder:
 # --------------------------------------------------------------------------- model access
 
 
-def _ffn_projection(model, index: int) -> torch.nn.Linear:
-    """Encoder layer ``index``'s (0-based) FFN input projection (BERT ``intermediate.dense``,
-    DistilBERT ``ffn.lin1``): its activated output is the neuron vector; it must have a bias."""
-    proj = ffn_projections(model, "fine_pruning")[index]
-    if not isinstance(proj, torch.nn.Linear) or proj.bias is None:
-        raise PluginError(f"fine_pruning: expected a biased Linear as the FFN projection of layer {index + 1}, "
-                          f"found {type(proj).__name__}")
-    return proj
+def _along(keep: torch.Tensor, param: torch.Tensor, dim: int) -> torch.Tensor:
+    """The keep mask shaped to broadcast over ``param`` along ``dim`` (a weight's rows, a
+    ``Conv1D`` weight's columns, a bias)."""
+    shape = [1] * param.dim()
+    shape[dim] = -1
+    return keep.view(shape)
 
 
 # --------------------------------------------------------------------------- the three steps
 
 @torch.no_grad()
-def _mean_activations(model, projs: list[torch.nn.Linear], ctx: DefenseContext, absolute: bool) -> list[torch.Tensor]:
-    """Mean activation of each neuron of each projection over the non-padding tokens of the clean
-    data, in one pass."""
-    act = ffn_activation(model, "fine_pruning")
-    totals = [torch.zeros(proj.out_features, dtype=torch.float64) for proj in projs]
+def _mean_activations(model, units, ctx: DefenseContext, absolute: bool) -> list[torch.Tensor]:
+    """Mean activation of each neuron of each layer's FFN (:func:`benchmark.ffn_units`) over the
+    non-padding tokens of the clean data, in one pass."""
+    totals = [torch.zeros(unit.width, dtype=torch.float64) for unit in units]
     state = {}
 
-    def hook_for(total):
-        def hook(module, inputs, output):
-            a = act(output.float())
+    def sink_for(total):
+        def sink(a):
             a = a.abs() if absolute else a
             m = state["mask"].to(a.dtype)[..., None]  # B×T×1: 1 at real tokens
             total.add_((a * m).sum((0, 1)).double().cpu())
-        return hook
+        return sink
 
     def forward(model, batch) -> int:
         state["mask"] = batch["attention_mask"]
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return int(batch["attention_mask"].sum())
 
-    handles = [proj.register_forward_hook(hook_for(total)) for proj, total in zip(projs, totals)]
+    handles = [unit.capture(sink_for(total)) for unit, total in zip(units, totals)]
     try:
         tokens = sum(ctx.evaluate(model, ctx.clean_data, forward, batch_size=128))
     finally:
@@ -215,18 +212,20 @@ def _mean_activations(model, projs: list[torch.nn.Linear], ctx: DefenseContext, 
     return [(total / max(tokens, 1)).float() for total in totals]
 
 
-def _set_masks(projs, originals, pruned: list[list[int]]) -> list[torch.Tensor]:
-    """:func:`_set_mask` for each projection; returns the keep masks."""
-    return [_set_mask(proj, original, rows) for proj, original, rows in zip(projs, originals, pruned)]
+def _set_masks(units, originals, pruned: list[list[int]]) -> list[torch.Tensor]:
+    """:func:`_set_mask` for each layer's FFN; returns the keep masks."""
+    return [_set_mask(unit, original, rows) for unit, original, rows in zip(units, originals, pruned)]
 
 
 @torch.no_grad()
-def _set_mask(proj: torch.nn.Linear, original: tuple[torch.Tensor, torch.Tensor], pruned: list[int]) -> torch.Tensor:
-    """Restore the projection, then zero the ``pruned`` neurons' rows; returns the keep mask."""
-    keep = torch.ones(proj.out_features, device=proj.weight.device)
+def _set_mask(unit, original: list[torch.Tensor], pruned: list[int]) -> torch.Tensor:
+    """Restore the FFN's incoming weights, then zero the ``pruned`` neurons' slices; returns the
+    keep mask."""
+    param0 = unit.incoming[0][0]
+    keep = torch.ones(unit.width, device=param0.device)
     keep[pruned] = 0.0
-    proj.weight.copy_(original[0] * keep[:, None])
-    proj.bias.copy_(original[1] * keep)
+    for (param, dim), value in zip(unit.incoming, original):
+        param.copy_(value * _along(keep, param, dim))
     return keep
 
 

@@ -1,4 +1,5 @@
-"""benchmark.model.architecture on a tiny random victim of every supported family: each question has one
+"""benchmark.model.architecture on a tiny random victim of every supported family (encoders and
+decoders; the decoders' padding pitfalls are in tests/test_decoders.py): each question has one
 answer per family, the task head maps the last layer to the model's own logits, the seeded head
 re-draw touches the head only, and an unknown architecture gets an error naming it and the method."""
 
@@ -13,6 +14,7 @@ from benchmark import (
     encoder_layers,
     ffn_activation,
     ffn_projections,
+    ffn_units,
     forward_internals,
     head_on_hidden,
     pooler,
@@ -22,10 +24,12 @@ from benchmark import (
     word_embeddings,
 )
 from benchmark.model.victims import load_tokenizer
-from benchmark.testing import FAMILIES, model_factory, tiny_victim
+from benchmark.testing import DECODER_FAMILIES, FAMILIES, model_factory, tiny_victim
 
 HEADS = {"bert": ["classifier"], "roberta": ["classifier"], "distilbert": ["pre_classifier", "classifier"],
-         "electra": ["classifier"], "deberta-v2": ["pooler", "classifier"]}
+         "electra": ["classifier"], "deberta-v2": ["pooler", "classifier"], "gpt2": ["score"], "llama": ["score"],
+         "qwen2": ["score"]}
+GATED = {"llama", "qwen2"}
 FFN_WIDTH = {"bert": 64}  # the others: 37
 
 
@@ -45,10 +49,16 @@ def test_layers_ffn_and_embeddings(family):
     model = make()
     layers = encoder_layers(model)
     assert len(layers) == model.config.num_hidden_layers == 2
-    projections = ffn_projections(model)
-    assert [p.out_features for p in projections] == [FFN_WIDTH.get(name, 37)] * 2
-    assert all(any(p is m for m in layer.modules()) for p, layer in zip(projections, layers))
+    units = ffn_units(model)
+    assert [u.width for u in units] == [FFN_WIDTH.get(name, 37)] * 2
+    assert all(any(p is q for q in layer.parameters()) for u, layer in zip(units, layers) for p, _ in u.incoming)
     assert callable(ffn_activation(model))
+    if name in GATED:
+        with pytest.raises(UsageError, match="gated MLP"):
+            ffn_projections(model)
+    else:
+        projections = ffn_projections(model)
+        assert all(any(p is m for m in layer.modules()) for p, layer in zip(projections, layers))
     assert word_embeddings(model).weight.shape[0] == len(tokenizer)
 
 
@@ -56,10 +66,15 @@ def test_task_head_maps_the_last_layer_to_the_models_logits(family):
     name, make, tokenizer = family
     model = make().eval()
     assert [n for n, _ in task_head(model)] == HEADS[name]
-    out = forward_internals(model, batch_of(tokenizer, ["the movie is great", "cf dull"]), attentions=True)
+    batch = batch_of(tokenizer, ["the movie is great", "cf dull"])
+    out = forward_internals(model, batch, attentions=True)
     assert len(out.hidden_states) == 3 and len(out.attentions) == 2
     last = out.hidden_states[-1]
     with torch.no_grad():
+        if name in DECODER_FAMILIES:  # the last real token of each right-padded row, after the final norm
+            assert pooler(model) is None
+            assert torch.allclose(head_on_hidden(model)(last, batch["attention_mask"], 2), out.logits, atol=1e-6)
+            return
         if name == "bert":  # BERT's pooler belongs to the base model: the head reads the pooled [CLS]
             assert pooler(model) is not None
             assert torch.allclose(model.classifier(pooler(model)(last)), out.logits, atol=1e-6)

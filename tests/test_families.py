@@ -1,5 +1,5 @@
-"""Every built-in attack and defense on a tiny random victim of every supported family (BERT,
-RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2), run through ``benchmark.testing.run_attack`` /
+"""Every built-in attack and defense on a tiny random victim of every supported family (the
+encoders BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2 and the decoders GPT-2, Llama, Qwen2), run through ``benchmark.testing.run_attack`` /
 ``run_defense`` (the contract of each plugin's kind), and one harness cell per family.
 
 Not run per family, and why:

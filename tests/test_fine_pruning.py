@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark import DefenseOutput, ThreatModelError, clone_model, encoder_layers
+from benchmark import DefenseOutput, ThreatModelError, clone_model, encoder_layers, ffn_units
+from benchmark.testing import defense_context, demo_dataset, load_tokenizer, model_factory, tiny_victim
 from defenses.fine_pruning import (
     FinePruning,
     _DevReplay,
-    _ffn_projection,
     _mean_activations,
     _set_mask,
 )
@@ -30,9 +30,17 @@ def trained(tiny_model, make_defense_ctx):
     return model
 
 
+def unit(model, layer_index):
+    return ffn_units(model)[layer_index]
+
+
 def pruned_rows(model, layer_index):
-    proj = _ffn_projection(model, layer_index)
-    return ((proj.weight == 0).all(1) & (proj.bias == 0)).nonzero().flatten().tolist()
+    """The neurons whose every incoming slice is zero."""
+    ffn = unit(model, layer_index)
+    zero = torch.ones(ffn.width, dtype=torch.bool)
+    for param, dim in ffn.incoming:
+        zero &= (param == 0).movedim(dim, 0).reshape(ffn.width, -1).all(1)
+    return zero.nonzero().flatten().tolist()
 
 
 def test_pruned_neurons_stay_zero_after_finetuning(trained, make_defense_ctx):
@@ -63,8 +71,7 @@ def test_stopping_rule_keeps_the_last_ratio_within_tolerance(trained, make_defen
 def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
-    proj = _ffn_projection(model, model.config.num_hidden_layers - 1)
-    (scores,) = _mean_activations(model, [proj], ctx, absolute=False)
+    (scores,) = _mean_activations(model, [unit(model, model.config.num_hidden_layers - 1)], ctx, absolute=False)
     info = FinePruning(FinePruning.Params(**LAST, tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)).purify(model, ctx).info
     assert sorted(pruned_rows(model, info["layer"] - 1)) == sorted(torch.argsort(scores)[:16].tolist())
 
@@ -72,10 +79,10 @@ def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
 def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
     short, long = demo_small.train[0], max(demo_small.train[:60], key=lambda ex: len(ex.text))
     model = trained
-    proj = _ffn_projection(model, model.config.num_hidden_layers - 1)
-    (alone,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
-    (both,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
-    (solo_long,) = _mean_activations(model, [proj], make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
+    last = unit(model, model.config.num_hidden_layers - 1)
+    (alone,) = _mean_activations(model, [last], make_defense_ctx(REQUIRES, clean=[short]), absolute=False)
+    (both,) = _mean_activations(model, [last], make_defense_ctx(REQUIRES, clean=[short, long]), absolute=False)
+    (solo_long,) = _mean_activations(model, [last], make_defense_ctx(REQUIRES, clean=[long]), absolute=False)
     n_short = len(make_defense_ctx(REQUIRES).encode([short]).input_ids[0])
     n_long = len(make_defense_ctx(REQUIRES).encode([long]).input_ids[0])
     expected = (alone * n_short + solo_long * n_long) / (n_short + n_long)  # token-weighted, no pad tokens
@@ -86,11 +93,11 @@ def test_joint_scope_prunes_the_least_active_neurons_of_every_layer_together(tra
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
     layers = encoder_layers(model)
-    projs = [_ffn_projection(model, i) for i in range(len(layers))]
-    scores = torch.cat(_mean_activations(model, projs, ctx, absolute=False))
+    units = ffn_units(model)
+    scores = torch.cat(_mean_activations(model, units, ctx, absolute=False))
     params = FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)
     info = FinePruning(params).purify(model, ctx).info
-    n = projs[0].out_features
+    n = units[0].width
     expected = sorted(torch.argsort(scores)[: len(scores) // 4].tolist())
     got = sorted(i * n + row for i in range(len(layers)) for row in pruned_rows(model, i))
     assert got == expected  # the lowest quarter of all layers' neurons, wherever they are
@@ -103,7 +110,7 @@ def test_per_layer_scope_prunes_the_same_share_of_each_layer(trained, make_defen
     ctx = make_defense_ctx(REQUIRES)
     params = FinePruning.Params(scope="per_layer", tolerance=1.0, step=0.25, max_ratio=0.5, epochs=1)
     out = FinePruning(params).purify(trained, ctx)
-    n = _ffn_projection(out.model, 0).out_features
+    n = unit(out.model, 0).width
     assert out.info["pruned_per_layer"] == [n // 2, n // 2]
     assert [len(pruned_rows(out.model, i)) for i in range(2)] == [n // 2, n // 2]
 
@@ -113,11 +120,11 @@ def test_cached_dev_accuracy_equals_full_evaluation(trained, make_defense_ctx, l
     ctx = make_defense_ctx(REQUIRES)
     model = trained.eval()
     layers = encoder_layers(model)
-    proj = _ffn_projection(model, layer)
-    original = (proj.weight.detach().clone(), proj.bias.detach().clone())
+    ffn = unit(model, layer)
+    original = [param.detach().clone() for param, _ in ffn.incoming]
     dev = _DevReplay(model, layers, layer, ctx)
     for pruned in ([], list(range(0, 64, 2)), list(range(60))):
-        _set_mask(proj, original, pruned)
+        _set_mask(ffn, original, pruned)
         assert dev.accuracy() == ctx.accuracy(model, ctx.clean_dev)
     assert all(isinstance(m, type(layers[1])) for m in layers)  # the replay swap was undone
 
@@ -132,3 +139,22 @@ def test_params_are_frozen_and_documented():
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.tolerance = 0.1  # type: ignore[misc]
     assert FinePruning.requires == frozenset(REQUIRES)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoder_neurons_stay_pruned(tmp_path, family):
+    """GPT-2's ``Conv1D`` (weight ``[in, out]``: columns pruned) and Llama's gated MLP (``gate`` and
+    ``up`` rows pruned): the pruned neurons' activations are exactly zero after fine-tuning."""
+    folder = tiny_victim(tmp_path, family)
+    data = demo_dataset(0, n_train=48, n_dev=24, n_test=8)
+    ctx = defense_context(load_tokenizer(folder), data, REQUIRES)
+    model = model_factory(folder)()
+    params = FinePruning.Params(tolerance=1.0, step=0.25, max_ratio=0.25, epochs=1)
+    out = FinePruning(params).purify(model, ctx)
+    rows = [pruned_rows(out.model, i) for i in range(2)]
+    assert [len(r) for r in rows] == out.info["pruned_per_layer"] and sum(map(len, rows)) == out.info["pruned"] > 0
+    seen = []
+    handle = unit(out.model, 0).capture(seen.append)
+    ctx.accuracy(out.model, data.dev)
+    handle.remove()
+    assert all(torch.all(a[..., rows[0]] == 0) for a in seen)

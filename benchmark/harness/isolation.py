@@ -425,8 +425,8 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
         torch.set_num_threads(max(1, job.threads))
         cls = import_class(job.defense_class)
         defense = cls(resolve_params(job.defense_name, cls.Params, job.params))
-        tokenizer = load_tokenizer(folder / "tokenizer")
         model = load_classifier(folder / "model", job.num_labels)
+        tokenizer = load_tokenizer(folder / "tokenizer", model_type=model.config.model_type)
         ctx = _build_context(folder, job, tokenizer)
         inputs = folder / _INPUTS
         texts = json.loads(inputs.read_text(encoding="utf-8"))["texts"] if inputs.is_file() else None

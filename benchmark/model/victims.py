@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..base.errors import BdbenchError, CheckpointError
+from .padding import check_pad_agreement, decoder_pad_id, is_decoder_type, prepare_decoder_tokenizer
 
 DEFAULT_VICTIM = "all-minilm-l6-v2"
 PACKAGED_VICTIMS = {
@@ -185,6 +186,10 @@ def check_victim(name: str, *, allow_pickle: bool = False, max_length: int | Non
     config = read_model_config(folder)
     check_model_type(config, folder)
     check_tokenizer_folder(folder)
+    if is_decoder_type(config.get("model_type")):
+        from transformers import AutoConfig
+
+        check_pad_agreement(load_tokenizer(folder), AutoConfig.from_pretrained(str(folder)), str(folder))
     limit = max_positions(folder)
     if max_length is not None and limit is not None and max_length > limit:
         raise CheckpointError(f"max_length {max_length} is more than victim {name!r} takes ({limit} positions: "
@@ -213,20 +218,48 @@ def load_classifier(location: str | os.PathLike, num_labels: int, *, allow_pickl
     except Exception as exc:  # a bad config, missing or mismatched weights, an unknown hub id: name the model
         raise CheckpointError(f"{location}: cannot load the model ({type(exc).__name__}: {str(exc)[:300]})") from exc
     model.config.problem_type = "single_label_classification"
+    if is_decoder_type(model.config.model_type) and model.config.pad_token_id is None:
+        # the folder's own tokenizer decides the pad id (benchmark.model.padding); a decoder saved
+        # by bdbench carries it in its config already
+        tokenizer = load_tokenizer(folder) if folder.is_dir() and has_tokenizer(folder) else None
+        model.config.pad_token_id = decoder_pad_id(model.config, tokenizer)
     return model
 
 
-def load_tokenizer(location: str | os.PathLike):
-    """The tokenizer of a folder or hub id; a local folder without tokenizer files is refused."""
+def load_tokenizer(location: str | os.PathLike, model_type: str | None = None):
+    """The tokenizer of a folder or hub id; a local folder without tokenizer files is refused. A
+    decoder's (``model_type``, else the folder's ``config.json``) gets the padding rules of
+    :mod:`benchmark.model.padding`."""
     from transformers import AutoTokenizer
 
     if Path(location).is_dir():
         check_tokenizer_folder(Path(location))
     try:
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(location), trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(str(location), trust_remote_code=False)
     except Exception as exc:
         raise CheckpointError(f"{location}: cannot load the tokenizer ({type(exc).__name__}: {str(exc)[:300]})") from exc
+    if is_decoder_type(model_type or model_type_of(location)):
+        prepare_decoder_tokenizer(tokenizer, str(location))
+    return tokenizer
+
+
+def model_type_of(location: str | os.PathLike) -> str | None:
+    """The ``model_type`` of a folder's ``config.json`` or a hub id's config (None when unknown)."""
+    folder = Path(location)
+    if folder.is_dir():
+        with contextlib.suppress(CheckpointError):
+            return read_model_config(folder).get("model_type")
+        return None
+    with contextlib.suppress(Exception):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(location), trust_remote_code=False).model_type
+    return None
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
 
 def save_model(model, folder: str | os.PathLike) -> Path:

@@ -16,6 +16,7 @@ import torch
 
 from ..base.errors import ThreatModelError
 from ..data.examples import Dataset, Example
+from ..model.architecture import pooled_hidden
 from ..model.encoding import EncodedSet, batch_order, collate, encode, iterate_batches
 from ..model.runtime import Runtime
 from ..model.training import LossFn, OptimizerFactory, TrainConfig, TrainStats, accuracy, predict, train
@@ -116,8 +117,10 @@ class ModelToolkit:
 
     @torch.no_grad()
     def cls_embeddings(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """The last layer's first-token ([CLS]) representation of ``texts``
-        (``[len(texts), hidden_size]``, float32, CPU; ``hidden_states[-1][:, 0]``)."""
+        """The last layer's representation of ``texts`` at the position the task head reads
+        (``[len(texts), hidden_size]``, float32, CPU): an encoder's first token ([CLS],
+        ``hidden_states[-1][:, 0]``), a decoder's last real token
+        (:func:`benchmark.model.architecture.pooled_hidden`)."""
         return self._forward(model, texts, batch_size, hidden=True)
 
     def _forward(self, model: torch.nn.Module, texts: Sequence[str], batch_size: int, hidden: bool) -> torch.Tensor:
@@ -132,7 +135,8 @@ class ModelToolkit:
             out = model(input_ids=batch["input_ids"].to(self.runtime.device),
                         attention_mask=batch["attention_mask"].to(self.runtime.device),
                         output_hidden_states=hidden)
-            values = out.hidden_states[-1][:, 0] if hidden else torch.softmax(out.logits.float(), -1)
+            values = (pooled_hidden(model, out.hidden_states[-1], batch["attention_mask"]) if hidden
+                      else torch.softmax(out.logits.float(), -1))
             for i, row in zip(indices, values.float().cpu()):
                 rows[i] = row
         if not rows:
