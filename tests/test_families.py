@@ -44,7 +44,7 @@ ATTACKS = [("badnets", {}), ("addsent", {}), ("ep", {"min_steps": 2}), ("lwp", {
            ("synbkd", {}), ("stylebkd", {}), ("replay", {})]
 REPLAYS = {"synbkd", "stylebkd", "replay"}  # given a rewrite folder of DATA (the rewrites fixture)
 DEFENSES = [
-    ("none", {}), ("finetune", {}), ("fine_pruning", {"step": 0.5}), ("nad", {}), ("nad", {"variant": "attention_map"}),
+    ("none", {}), ("finetune", {}), ("lora_finetune", {"rank": 2}), ("fine_pruning", {"step": 0.5}), ("nad", {}), ("nad", {"variant": "attention_map"}),
     ("mbtsad", {"copies": 1}), ("fine_mixing", {"rho": 0.5, "e_pur": True, "e_pur_top": 5}), ("reinit", {"k": 1}),
     ("reinit", {"mode": "head"}), ("reinit", {"k": 1, "to": "random"}), ("strip", {"repeat": 2}),
     ("rap", {"epochs": 1}), ("bki", {}),

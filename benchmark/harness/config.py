@@ -116,7 +116,8 @@ class Suite:
 
 # the values a training recipe accepts (TrainConfig's fields; max_grad_norm 0 turns clipping off)
 TRAIN_RANGES = {"epochs": "[1, 1000]", "lr": "(0, )", "batch_size": "[1, )", "warmup_ratio": "[0, 1]",
-                "weight_decay": "[0, )", "max_grad_norm": "[0, )", "max_batch_tokens": "[1, )"}
+                "weight_decay": "[0, )", "max_grad_norm": "[0, )", "max_batch_tokens": "[1, )",
+                "lora_rank": "[1, )", "lora_alpha": "(0, )", "lora_dropout": "[0, 1)"}
 
 
 def check_train_config(config: TrainConfig, where: str, labels: Mapping[str, str] | None = None) -> None:

@@ -58,16 +58,35 @@ class TrainConfig:
     # batches. For a loss that is a mean over samples the step's gradient is the same up to
     # summation order; dropout draws differ, so a value other than None gives other numbers.
     max_batch_tokens: int | None = None
+    # LoRA (benchmark.model.lora): a rank trains adapters and the task head only, merged at the
+    # end; None is full fine-tuning. alpha, dropout and targets apply only with a rank.
+    lora_rank: int | None = None
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "default"  # peft's per-family q/v, "attention_ffn", or "name,name"
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    @property
+    def lora(self):
+        """The :class:`benchmark.model.lora.LoraSpec` of this recipe, None without a rank."""
+        if self.lora_rank is None:
+            return None
+        from .lora import LoraSpec
+
+        return LoraSpec(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+
     def as_dict(self) -> dict:
-        """The recipe's fields; ``max_batch_tokens`` only when set, so that the cache keys and
-        cell ids of runs without it are those they had before it existed."""
+        """The recipe's fields; ``max_batch_tokens`` only when set, the ``lora_*`` fields only with
+        a rank, so that the cache keys and cell ids of runs without them are those they had before
+        they existed."""
         out = dataclasses.asdict(self)
         if out["max_batch_tokens"] is None:
             del out["max_batch_tokens"]
+        if out["lora_rank"] is None:
+            for key in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets"):
+                del out[key]
         return out
 
 
@@ -102,6 +121,9 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
     """
     if len(data) == 0:
         raise TrainingError("cannot train on an empty data set")
+    if config.lora is not None:
+        return _train_lora(model, data, config, runtime, seed=seed, loss_fn=loss_fn, trainable=trainable,
+                           post_step=post_step, make_optimizer=make_optimizer, on_epoch_end=on_epoch_end)
     model.to(runtime.device)
     model.train()
     torch.manual_seed(seed)
@@ -190,6 +212,29 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
         for _, p in model.named_parameters():
             p.requires_grad_(was_trainable[id(p)])
         model.eval()
+    return stats
+
+
+def _train_lora(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime: Runtime, *, seed: int,
+                trainable, **kwargs) -> TrainStats:
+    """:func:`train` with LoRA adapters (:mod:`benchmark.model.lora`): attached, trained with the
+    task head, merged into ``model`` in place, parity-checked on the first 32 training inputs."""
+    from . import lora
+
+    if trainable is not None:
+        raise TrainingError("a LoRA recipe (lora_rank) trains the adapters and the task head: it does not take "
+                            "a trainable filter as well")
+    model.to(runtime.device)
+    adapted = lora.attach(model, config.lora)
+    adapted_params = {id(p) for p in adapted.parameters() if p.requires_grad}
+    try:
+        stats = train(adapted, data, dataclasses.replace(config, lora_rank=None), runtime, seed=seed,
+                      trainable=lambda name, p: id(p) in adapted_params, **kwargs)
+    except BaseException:
+        adapted.unload()  # the caller's model without adapters, whatever happened
+        raise
+    probe = {k: v.to(runtime.device) for k, v in collate(data, list(range(min(32, len(data))))).items()}
+    lora.merge(adapted, model, probe)
     return stats
 
 
