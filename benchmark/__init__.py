@@ -66,6 +66,7 @@ _PUBLIC = {
     "folder_fingerprint": "benchmark.base.hashing",
     **dict.fromkeys(("load_classifier", "load_tokenizer"), "benchmark.model.victims"),
     "hparam": "benchmark.plugins.params",
+    **dict.fromkeys(("CausalLM", "load_causal_lm"), "benchmark.model.perplexity"),
     **dict.fromkeys(("Attack", "AttackOutput"), "benchmark.plugins.attack"),
     **dict.fromkeys(("AttackContext", "DefenseContext"), "benchmark.plugins.contexts"),
     **dict.fromkeys(("Calibration", "DataFilter", "Defense", "DefenseOutput", "InputCorrector", "InputDetector",

@@ -364,12 +364,13 @@ def cells(victim, attacks=("badnets",), defenses=("none",), seeds=(0,), dataset=
 
 
 def run(tmp_path, victim, registry=None, resume=False, overrides=(), isolation: str = "process",
-        plugins: Sequence[tuple[str, str]] = (), **kwargs) -> list[dict]:
+        plugins: Sequence[tuple[str, str]] = (), stealth_lm: str | None = None, **kwargs) -> list[dict]:
     """Run :func:`cells` (``kwargs``) on CPU in fp32 with the store and records under
-    ``tmp_path``; returns the records. ``plugins``: extra ``(kind, "module:Class")`` plugins."""
+    ``tmp_path``; returns the records. ``plugins``: extra ``(kind, "module:Class")`` plugins;
+    ``stealth_lm``: ``--stealth-lm``."""
     from .harness.cells import HarnessConfig
     from .harness.runner import run_cells
 
     config = HarnessConfig(store_dir=str(Path(tmp_path) / "store"), device="cpu", precision="fp32",
-                           overrides=overrides, isolation=isolation, plugins=tuple(plugins))
+                           overrides=overrides, isolation=isolation, plugins=tuple(plugins), stealth_lm=stealth_lm)
     return run_cells(cells(victim, **kwargs), config, Path(tmp_path) / "out", resume=resume, registry=registry)

@@ -129,8 +129,9 @@ KEYS: tuple[RecordKey, ...] = (
     _key("poisoned_count", ["integer", "null"], "scenario", OK, "training samples the attack altered"),
     _key("attack_info", ["object"], "scenario", OK, "what the attack reported (AttackOutput.info)"),
     _key("attack_stealth", ["object"], "scenario", OK, "the triggered test texts against their sources "
-         "(benchmark.base.stealth): pairs, changed_share, edit_words_mean, edit_share_mean; absent from records "
-         "written before it existed", optional=True),
+         "(benchmark.base.stealth): pairs, changed_share, edit_words_mean, edit_share_mean; with --stealth-lm also "
+         "lm, ppl_clean_mean, ppl_poisoned_mean, ppl_increase, ppl_texts (benchmark.model.perplexity); absent "
+         "from records written before it existed", optional=True),
     _key("attack_cost", ["object"], "scenario", OK, "the attack phase's cost (benchmark.base.costs.PhaseCost)"),
     _key("clean_cost", ["object", "null"], "scenario", OK, "the clean reference model's training cost (null: "
          "the scenario has none, an external attack's with clean_reference false)"),

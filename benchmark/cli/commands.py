@@ -74,6 +74,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "with only its declared assets (process), or in-process (none: trusted plugins only)")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="no progress lines (phases, cells, heartbeats): only warnings and errors")
+    p.add_argument("--stealth-lm", metavar="LM",
+                   help="a causal LM (smollm2-135m, a folder or a hub id) for every scenario's perplexity "
+                        "stealthiness figure, OpenBackdoor's ΔPPL, in the records' attack_stealth (default: not "
+                        "computed)")
     p.add_argument("--defense-timeout", type=float, default=6 * 3600.0, metavar="SECONDS",
                    help="a defense call's time limit (default 6 hours); past it the defense is killed and its "
                         "cell fails (not applied with --isolation none)")
@@ -158,6 +162,7 @@ def _harness_config(args, out: Path, suite):
     return HarnessConfig(store_dir=str(store), data_dir=args.data_dir, device=args.device,
                          precision=args.precision, allow_pickle=args.allow_pickle, isolation=args.isolation,
                          defense_timeout_s=_positive(args.defense_timeout, "--defense-timeout"),
+                         stealth_lm=args.stealth_lm,
                          plugins=_plugin_options(args.plugins), **columns,
                          overrides=tuple(sorted((k, tuple(sorted(v.items()))) for k, v in sets.items())))
 

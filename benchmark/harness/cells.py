@@ -66,6 +66,7 @@ class HarnessConfig:
     overrides: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # --set, per plugin; resolve_cells reads it
     isolation: str = "process"  # where a defense runs: auto, process, sandbox or none (benchmark.harness.isolation)
     defense_timeout_s: float = 6 * 3600.0  # an isolated defense call's time limit (isolation.DEFAULT_TIMEOUT_S)
+    stealth_lm: str | None = None  # a causal LM for every scenario's ΔPPL (attack_stealth), None: not computed
     private_dirs: tuple[str, ...] = ()  # more folders a sandboxed defense must not see (--out); set by run_cells
     plugins: tuple[tuple[str, str], ...] = ()  # extra (kind, "module:Class") plugins, loaded by every worker
     text_field: str | None = None  # --text-field: the text column of folder and hub data sets

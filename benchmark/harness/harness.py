@@ -9,6 +9,7 @@ nothing of itself. It keeps no process-wide state: a harness is passed, never fo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..base import costs
 from ..base.errors import DataError, UsageError
 from ..base.hashing import DigestCache, folder_fingerprint
 from ..base.record_schema import record_fields
@@ -164,6 +166,8 @@ class Harness:
                     pretrained=self.pretrained_loader(cell.victim, dataset.num_labels, cell.seed),
                     attack=attack, seed=cell.seed, budget=cell.budget, runtime=self.runtime,
                     data_dir=data_dir_from_env(self.config.data_dir))
+                if self.config.stealth_lm:
+                    self._add_perplexity(scenario)
                 self._scenario = (key, scenario)
             except (Exception, SystemExit) as exc:  # remembered: every defense of this scenario fails the same way
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
@@ -172,6 +176,26 @@ class Harness:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _add_perplexity(self, scenario: Scenario) -> None:
+        """The scenario's ΔPPL under ``--stealth-lm`` (:func:`benchmark.model.perplexity.perplexity_figures`:
+        the triggered test texts against the non-target test texts they came from), computed once
+        per scenario and LM and kept in the store; added to ``attack_meta["stealth"]``."""
+        from ..model.perplexity import load_causal_lm, perplexity_figures
+
+        name = self.config.stealth_lm
+        key = hashlib.sha256(f"{scenario.scenario_id}\0{name}".encode()).hexdigest()[:24]
+
+        def compute() -> dict:
+            lm = load_causal_lm(name, who="--stealth-lm", option="--stealth-lm")
+            lm.model.to(self.runtime.device)
+            lm.to_device = lambda x: x.to(self.runtime.device)
+            sources = [ex.text for ex in scenario.splits.test if ex.label != scenario.target_label]
+            with costs.phase("stealth-perplexity", self.runtime.device):
+                return perplexity_figures(lm, sources, scenario.triggered_test)
+
+        figures = self.store.get_or_compute("stealth", key, compute)
+        scenario.attack_meta["stealth"] = {**scenario.attack_meta.get("stealth", {}), **figures}
 
     def check_inputs(self, cells: Sequence[Cell]) -> None:
         """Read every data set (each cell's target label must be one of its classes) and check

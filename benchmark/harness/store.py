@@ -1,7 +1,8 @@
 """The artifact store: trained models and their metadata, cached by content hash.
 
 Layout: ``STORE/<kind>/<key>/{model/, meta.json}``, where ``kind`` is ``clean`` (the scenario's
-clean reference model) or ``attacks`` (a backdoored model). ``key`` hashes everything that
+clean reference model) or ``attacks`` (a backdoored model); ``STORE/stealth/<key>/meta.json``
+holds a scenario's perplexity figures (no model). ``key`` hashes everything that
 determines the artifact, so every defense of a scenario, and every later run, reuses it. An
 artifact is built in a temporary folder and renamed into place, under a per-key file lock, so
 a killed build leaves nothing half-written and two workers never build the same key twice.
@@ -93,6 +94,28 @@ class ArtifactStore:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
             return model, meta
+
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], dict]) -> dict:
+        """A small JSON result cached like a model (``STORE/<kind>/<key>/meta.json``), computed
+        once under the key's lock and written atomically."""
+        with self._lock(kind, key):
+            self._remove_leftovers(kind, key)
+            if self.has(kind, key):
+                return self.read_meta(kind, key)
+            result = compute()
+            final = self.folder(kind, key)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+            try:
+                (tmp / "meta.json").write_text(json.dumps(result, sort_keys=True, indent=1), encoding="utf-8")
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise StoreError(f"--store {self.root}: cannot write {kind} {key} into {final.parent} "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return result
 
 
 def weights_digest(model: torch.nn.Module) -> str:

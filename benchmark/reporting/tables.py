@@ -350,8 +350,13 @@ def _stealth_note(refs: list[dict]) -> list[str]:
     def mean(key: str) -> float:
         return sum(f[key] for f in figures) / len(figures)
 
-    return [f"triggered test texts against their sources: {mean('changed_share'):.3f} changed, "
-            f"{mean('edit_words_mean'):.1f} words edited on average ({mean('edit_share_mean'):.0%} of the source's)"]
+    note = (f"triggered test texts against their sources: {mean('changed_share'):.3f} changed, "
+            f"{mean('edit_words_mean'):.1f} words edited on average ({mean('edit_share_mean'):.0%} of the source's)")
+    lms = {f.get("lm") for f in figures}
+    if len(lms) == 1 and None not in lms and all(isinstance(f.get("ppl_increase"), (int, float)) for f in figures):
+        note += (f"; perplexity under {lms.pop()} {mean('ppl_clean_mean'):.1f} → {mean('ppl_poisoned_mean'):.1f} "
+                 f"(ΔPPL {mean('ppl_increase'):+.1f})")
+    return [note]
 
 
 def _notes(rows: list[TableRow], columns: list[Column]) -> list[str]:
