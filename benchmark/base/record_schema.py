@@ -213,7 +213,8 @@ KEYS: tuple[RecordKey, ...] = (
          "processor (the CPU's model name, where known), config_hash (= cell_id), precision, device_type, "
          "threads; for data sets read by the run: "
          "dataset_source (such as dir:<folder name>), dataset_fingerprint of every text and label, "
-         "dataset_dev_carved, and dataset_labels where labels were mapped to indices"),
+         "dataset_dev_carved, and dataset_labels where labels were mapped to indices; victim_weights where the "
+         "victim is dequantised from a packaged quantised file (benchmark.model.gguf: which file, its digest)"),
 )
 
 SCHEMA: dict[str, RecordKey] = {k.name: k for k in KEYS if k.pattern is None}

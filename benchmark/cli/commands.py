@@ -233,7 +233,7 @@ def _preflight(args, cells, config, out: Path) -> None:
     check_data_dir(config.data_dir)
     for victim in sorted({c.victim for c in cells}):
         longest = max(c.budget.max_length for c in cells if c.victim == victim)
-        check_victim(victim, allow_pickle=config.allow_pickle, max_length=longest)
+        check_victim(victim, allow_pickle=config.allow_pickle, max_length=longest, store_dir=config.store_dir)
 
 
 def cmd_run(args) -> int:

@@ -18,6 +18,7 @@ from ..base.hashing import stable_hash
 from ..base.provenance import provenance
 from ..base.record_schema import record_fields
 from ..base.records import sanitize
+from ..model import gguf
 from ..model.runtime import Runtime, resolve_runtime
 from ..plugins.registry import Registry
 from ..plugins.resolve import PluginSpec, ResolvedPlugin, resolve_plugin
@@ -156,6 +157,9 @@ def cell_identity(cell: Cell, config: HarnessConfig, runtime: Runtime) -> dict:
     config_hash = stable_hash(identity)
     record_provenance = provenance(config_hash, runtime.precision, runtime.device.type)
     record_provenance.update(data.provenance() if data else {})
+    weights = gguf.weights_note(cell.victim)
+    if weights is not None:  # a victim dequantised from a packaged, quantised file
+        record_provenance["victim_weights"] = weights
     return record_fields({k: identity[k] for k in ("dataset", "victim", "attack", "attack_label", "defense",
                                                    "defense_label", "seed", "budget")},
                          cell_id=config_hash, provenance=record_provenance)

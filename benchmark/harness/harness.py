@@ -111,7 +111,7 @@ class Harness:
     def hidden_paths(self) -> list[str]:
         """What a sandboxed defense must not see where the sandbox shows what holds it: the store,
         ``--out``, every data folder and the victims' own folders (the pre-trained weights)."""
-        sources = [resolve_victim(v) for v in self._tokenizers]
+        sources = [resolve_victim(v, self.config.store_dir) for v in self._tokenizers]
         victims = sorted(str(source.location) for source in sources if source.is_local)
         return [self.config.store_dir, self.config.data_dir or "", os.environ.get("BDBENCH_DATA", ""),
                 *self.config.private_dirs, *sorted(self._data_folders), *victims]
@@ -125,13 +125,13 @@ class Harness:
 
     def tokenizer(self, victim: str):
         if victim not in self._tokenizers:
-            self._tokenizers[victim] = load_tokenizer(resolve_victim(victim).location)
+            self._tokenizers[victim] = load_tokenizer(resolve_victim(victim, self.config.store_dir).location)
         return self._tokenizers[victim]
 
     def victim_fingerprint(self, victim: str) -> str:
         """A digest of the victim folder's files (weights, config, tokenizer), or the hub id."""
         if victim not in self._victim_fps:
-            source = resolve_victim(victim)
+            source = resolve_victim(victim, self.config.store_dir)
             self._victim_fps[victim] = (folder_fingerprint(source.location, self._digests) if source.is_local
                                         else f"hub:{source.location}")
         return self._victim_fps[victim]
@@ -144,7 +144,7 @@ class Harness:
         reads them)."""
 
         def load() -> torch.nn.Module:
-            model = load_classifier(resolve_victim(victim).location, num_labels,
+            model = load_classifier(resolve_victim(victim, self.config.store_dir).location, num_labels,
                                     allow_pickle=self.config.allow_pickle, new_head=True)
             reinit_head(model, torch.Generator().manual_seed(seed))  # a head that depends on the seed only
             return model
@@ -159,7 +159,7 @@ class Harness:
             try:
                 dataset, fingerprint = self.dataset(cell.dataset)
                 attack: Attack = cell.attack.create()
-                victim = resolve_victim(cell.victim)
+                victim = resolve_victim(cell.victim, self.config.store_dir)
                 scenario = prepare_scenario(
                     store=self.store, dataset=dataset, dataset_fp=fingerprint, victim=victim,
                     victim_fp=self.victim_fingerprint(cell.victim), tokenizer=self.tokenizer(cell.victim),
@@ -209,7 +209,8 @@ class Harness:
                                      f"(its classes are 0..{dataset.num_labels - 1})")
         for victim in sorted({c.victim for c in cells}):
             longest = max(c.budget.max_length for c in cells if c.victim == victim)
-            source = check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest)
+            source = check_victim(victim, allow_pickle=self.config.allow_pickle, max_length=longest,
+                                  store_dir=self.config.store_dir)
             self._note_head(victim, source, {self.dataset(c.dataset)[0].num_labels for c in cells if c.victim == victim})
         for cell in {c.scenario_key(): c for c in cells}.values():
             if cell.attack.cls is not None:  # an attack that failed to import fails its own cells

