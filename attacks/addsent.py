@@ -34,7 +34,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from benchmark import Attack, AttackContext, PoisoningAttack, UsageError, hparam, insert_words, window_words
+from benchmark import (
+    AdapterParams,
+    Attack,
+    AttackContext,
+    PoisoningAttack,
+    UsageError,
+    hparam,
+    insert_words,
+    window_words,
+)
 
 
 class AddSent(PoisoningAttack, Attack):
@@ -42,7 +51,7 @@ class AddSent(PoisoningAttack, Attack):
     version = "1"
 
     @dataclasses.dataclass(frozen=True)
-    class Params:
+    class Params(AdapterParams):
         trigger: str = hparam("I watch this 3D movie", nonempty=True)  # OpenBackdoor default (Dai et al. use task-specific sentences)
         poison_rate: float = hparam(0.1, range="[0, 1]")  # of the whole training set (OpenBackdoor)
         mode: Literal["dirty", "clean", "mix"] = "dirty"  # OpenBackdoor default is "mix"; see the docstring

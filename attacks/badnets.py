@@ -27,6 +27,7 @@ import dataclasses
 from typing import Literal
 
 from benchmark import (
+    AdapterParams,
     Attack,
     AttackContext,
     PoisoningAttack,
@@ -42,7 +43,7 @@ class BadNets(PoisoningAttack, Attack):
     version = "1"
 
     @dataclasses.dataclass(frozen=True)
-    class Params:
+    class Params(AdapterParams):
         triggers: tuple[str, ...] = hparam(("cf", "mn", "bb", "tq"), nonempty=True)  # OpenBackdoor default; RIPPLe adds "mb"
         num_triggers: int = hparam(1, range="[1, )")  # insertions per sample (OpenBackdoor num_triggers=1)
         poison_rate: float = hparam(0.1, range="[0, 1]")  # of the whole training set (OpenBackdoor)

@@ -48,7 +48,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from benchmark import Attack, AttackContext, AttackOutput, Example, RewriteFolder, UsageError, hparam
+from benchmark import (
+    AdapterParams,
+    Attack,
+    AttackContext,
+    AttackOutput,
+    Example,
+    RewriteFolder,
+    UsageError,
+    adapter_recipe,
+    hparam,
+)
 
 
 class Replay(Attack):
@@ -60,7 +70,7 @@ class Replay(Attack):
     default_folders: ClassVar[dict[str, str]] = {}
 
     @dataclasses.dataclass(frozen=True)
-    class Params:
+    class Params(AdapterParams):
         poisoned_dir: str = ""  # a rewrite folder; "" = the data set's registered default under the data folder
         poison_rate: float = hparam(0.2, range="[0, 1]")  # of the whole training set (the authors' 20%)
         mode: Literal["mix", "dirty", "clean"] = "mix"  # the pool the poisoned rows come from
@@ -135,7 +145,7 @@ class Replay(Attack):
         unchanged = sum(row.text == ctx.dataset.train[i].text for i, row in chosen.items())
         flipped = sum(ctx.dataset.train[i].label != ctx.target_label for i in chosen)
         model = ctx.pretrained_model()
-        ctx.finetune(model, poisoned)
+        ctx.finetune(model, poisoned, **adapter_recipe(self.params))
         folder = self.folder(ctx)
         return AttackOutput(model, count, {
             "mode": self.params.mode, "rewrites": folder.digest, "test_form": folder.test_form,

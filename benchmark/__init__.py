@@ -41,7 +41,7 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
   :func:`activation_attention_loss`;
 * trigger helpers (:mod:`benchmark.plugins.triggers`): :func:`insert_words`, :func:`insert_each`,
   :func:`window_words`, :func:`check_single_pieces`, :func:`poison_by_mode`,
-  :class:`PoisoningAttack`.
+  :class:`PoisoningAttack`, :class:`AdapterParams` and :func:`adapter_recipe` (injection through LoRA).
 
 Plugins import from ``benchmark`` only; their tests may also use :mod:`benchmark.testing`.
 """
@@ -72,7 +72,7 @@ _PUBLIC = {
     **dict.fromkeys(("Calibration", "DataFilter", "Defense", "DefenseOutput", "InputCorrector", "InputDetector",
                      "threshold_for_frr"), "benchmark.plugins.defense"),
     **dict.fromkeys(("TrainConfig", "cross_entropy_loss"), "benchmark.model.training"),
-    **dict.fromkeys(("PoisoningAttack", "check_single_pieces", "insert_each", "insert_words", "poison_by_mode",
+    **dict.fromkeys(("AdapterParams", "PoisoningAttack", "adapter_recipe", "check_single_pieces", "insert_each", "insert_words", "poison_by_mode",
                      "window_words"), "benchmark.plugins.triggers"),
     "clone_model": "benchmark.model.victims",
 }

@@ -27,7 +27,7 @@ from ..model.training import predict
 from ..model.victims import VictimSource
 from ..plugins.attack import Attack
 from ..plugins.contexts import AttackContext
-from ..plugins.params import params_to_dict
+from ..plugins.params import params_identity
 from .config import Budget
 from .store import ArtifactStore
 
@@ -119,7 +119,7 @@ def scenario_keys(dataset_fp: str, victim: VictimSource, victim_fp: str, attack:
     }
     clean_key = stable_hash(clean_identity)
     attack_identity = {"clean": clean_key, "attack": attack.name, "version": attack.version,
-                       "params": params_to_dict(attack.params), "target_label": budget.target_label}
+                       "params": params_identity(attack.params), "target_label": budget.target_label}
     if attack_inputs:
         attack_identity["inputs"] = attack_inputs
     return clean_key, stable_hash(attack_identity)

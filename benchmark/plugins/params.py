@@ -15,7 +15,9 @@ A field may also declare the values it accepts, with :func:`hparam` (or the same
 
 ``range`` is an interval: ``[`` and ``]`` include the bound, ``(`` and ``)`` exclude it, an
 empty bound is unbounded (``"[1, )"``: at least 1); for a tuple it applies to every item.
-``choices`` lists the allowed values; ``nonempty`` refuses an empty tuple or string. ``None``
+``choices`` lists the allowed values; ``nonempty`` refuses an empty tuple or string.
+``keyed_when_set`` marks a field added after results were published: it enters cache keys
+(:func:`params_identity`) only when it differs from its default, so every earlier key holds. ``None``
 (where the type allows it) always passes. NaN is never a valid number. :func:`resolve_params`
 checks every field, so ``bdbench validate`` and ``bdbench run`` refuse the same values before
 any training.
@@ -40,7 +42,7 @@ class NoParams:
 
 
 def hparam(default: Any, *, range: str | None = None, choices: tuple | None = None,  # noqa: A002
-          nonempty: bool = False) -> Any:
+          nonempty: bool = False, keyed_when_set: bool = False) -> Any:
     """A hyperparameter field with its default and the values it accepts (module docstring)."""
     metadata: dict[str, Any] = {}
     if range is not None:
@@ -50,6 +52,8 @@ def hparam(default: Any, *, range: str | None = None, choices: tuple | None = No
         metadata["choices"] = tuple(choices)
     if nonempty:
         metadata["nonempty"] = True
+    if keyed_when_set:
+        metadata["keyed_when_set"] = True
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -240,6 +244,16 @@ def params_to_dict(params) -> dict[str, Any]:
     for f in dataclasses.fields(params):
         value = getattr(params, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def params_identity(params) -> dict[str, Any]:
+    """:func:`params_to_dict` as cache keys see it: ``keyed_when_set`` fields (module docstring)
+    only where they differ from their defaults."""
+    out = params_to_dict(params)
+    for f in dataclasses.fields(params):
+        if f.metadata.get("keyed_when_set") and getattr(params, f.name) == f.default:
+            del out[f.name]
     return out
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..base.errors import PluginError
-from .params import params_to_dict, resolve_params
+from .params import params_identity, resolve_params
 from .registry import Registry
 
 
@@ -60,8 +60,9 @@ class ResolvedPlugin:
         return self.plugin_class()(self.params)
 
     def params_dict(self) -> dict[str, Any]:
-        """The resolved parameters as the record writes them (tuples as lists)."""
-        return params_to_dict(self.params)
+        """The resolved parameters as the record writes them (tuples as lists; ``keyed_when_set``
+        fields only where set, so records look as they did before those fields existed)."""
+        return params_identity(self.params)
 
 
 def resolve_plugin(registry: Registry, kind: str, spec: PluginSpec,

@@ -7,10 +7,36 @@ word-pieces fit in the model's truncation window so that triggers can be kept in
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 
 from ..base.errors import UsageError
+from .params import hparam
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterParams:
+    """The injection's training mode, for attacks that fine-tune the victim on poisoned data (a
+    subclass's ``Params`` inherits it): with ``lora_rank`` > 0 the backdoor is injected through
+    LoRA adapters of that rank on the family's default targets, the task head trained in full and
+    the adapters merged after the phase (:mod:`benchmark.model.lora`), as parameter-efficient
+    adaptation of decoders is attacked now. The papers' attacks fine-tune every weight (0, the
+    default); these fields enter cache keys only when set, so published keys hold."""
+
+    lora_rank: int = hparam(0, range="[0, )", keyed_when_set=True)  # 0: full fine-tuning; r: adapters of rank r
+    lora_alpha: float = hparam(32.0, range="(0, )", keyed_when_set=True)  # peft's lora_alpha (scale alpha / r)
+    lora_lr: float | None = hparam(None, range="(0, )", keyed_when_set=True)  # None: the scenario's victim lr
+
+
+def adapter_recipe(params) -> dict:
+    """The recipe changes :class:`AdapterParams` ask for (none at ``lora_rank`` 0), for ``ctx.finetune``."""
+    if not getattr(params, "lora_rank", 0):
+        return {}
+    changes = {"lora_rank": params.lora_rank, "lora_alpha": params.lora_alpha}
+    if params.lora_lr is not None:
+        changes["lr"] = params.lora_lr
+    return changes
 
 
 def insert_words(text: str, words: Sequence[str], rng: random.Random, max_position: int | None = None) -> str:
@@ -73,7 +99,8 @@ class PoisoningAttack:
 
     ``poison`` replaces ``int(poison_rate × |train|)`` samples, drawn by ``mode``, with their
     triggered text labelled as the target; ``attack`` fine-tunes the pre-trained victim on the
-    result with the scenario's recipe; ``trigger_texts`` (the test-time trigger) applies the same
+    result with the scenario's recipe (through adapters where its ``Params`` inherit
+    :class:`AdapterParams` and set a rank); ``trigger_texts`` (the test-time trigger) applies the same
     insertion. The subclass's ``Params`` has ``poison_rate`` and ``mode``.
     """
 
@@ -91,7 +118,7 @@ class PoisoningAttack:
 
         poisoned, count = self.poison(ctx.dataset.train, ctx)
         model = ctx.pretrained_model()
-        ctx.finetune(model, poisoned)
+        ctx.finetune(model, poisoned, **adapter_recipe(self.params))
         return AttackOutput(model, count, {"mode": self.params.mode})
 
     def trigger_texts(self, texts: Sequence[str], ctx) -> list[str]:
