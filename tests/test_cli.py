@@ -165,7 +165,7 @@ def test_a_piped_process_executor_run_shows_phases_cells_and_heartbeats(tmp_path
     args = [sys.executable, "-m", "benchmark.cli.commands", "run", "--suite", "quick", "--victim", str(tiny_victim_dir),
             "--dataset", "demo", "--defense", "none", "finetune", "--train-limit", "200", "--test-limit", "40",
             "--device", "cpu", "--precision", "fp32", "--executor", "process", "--workers", "2",
-            "--out", str(tmp_path / "out")]
+            "--isolation", "process", "--out", str(tmp_path / "out")]  # progress lines under test, not the sandbox
     env = {**os.environ, "BDBENCH_HEARTBEAT_S": "0.05", "PYTHONPATH": str(REPO)}
     env.pop("BDBENCH_PROGRESS", None)
     with open(tmp_path / "log.txt", "w") as log:
