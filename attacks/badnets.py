@@ -17,7 +17,11 @@ Modes (OpenBackdoor's flags, §1.3): ``dirty`` (default; non-target samples, cla
 
 Departures: OpenBackdoor trains 5 epochs with a 3-epoch warm-up and selects the checkpoint on
 poisoned dev data; here the scenario's recipe (``Budget.victim_training``) applies and the last
-checkpoint is kept. For long texts, insertion positions are restricted to the words inside the
+checkpoint is kept. A trigger may be several pieces of the victim's tokenizer, as OpenBackdoor
+inserts words whatever their tokenization (SmolLM2's BPE splits ``mn`` and ``tq`` into two pieces
+each; every default trigger is one WordPiece of BERT's and MiniLM's vocabulary); the record's
+``attack_info.trigger_pieces`` then lists each trigger's mid-sentence pieces (methods.md F6). A
+trigger with a piece the tokenizer does not know is refused. For long texts, insertion positions are restricted to the words inside the
 victim's truncation window (methods.md A1 pitfall), in training and at test time.
 """
 
@@ -31,9 +35,10 @@ from benchmark import (
     Attack,
     AttackContext,
     PoisoningAttack,
-    check_single_pieces,
+    check_known_pieces,
     hparam,
     insert_each,
+    trigger_pieces,
     window_words,
 )
 
@@ -50,7 +55,14 @@ class BadNets(PoisoningAttack, Attack):
         mode: Literal["dirty", "clean", "mix"] = "dirty"  # classic BadNets is dirty-label
 
     def check(self, ctx: AttackContext) -> None:
-        check_single_pieces(ctx.tokenizer, self.params.triggers, self.name)
+        check_known_pieces(ctx.tokenizer, self.params.triggers, self.name)
+
+    def attack(self, ctx: AttackContext):
+        output = super().attack(ctx)
+        pieces = trigger_pieces(ctx.tokenizer, self.params.triggers)
+        if any(len(p) != 1 for p in pieces.values()):  # said only where it happens: BERT's records stay as they were
+            output.info["trigger_pieces"] = pieces
+        return output
 
     def insert_trigger(self, text: str, ctx: AttackContext, rng) -> str:
         words = [rng.choice(self.params.triggers) for _ in range(self.params.num_triggers)]

@@ -40,7 +40,8 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
   :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
   :func:`activation_attention_loss`;
 * trigger helpers (:mod:`benchmark.plugins.triggers`): :func:`insert_words`, :func:`insert_each`,
-  :func:`window_words`, :func:`check_single_pieces`, :func:`poison_by_mode`,
+  :func:`window_words`, :func:`check_single_pieces`, :func:`check_known_pieces`, :func:`trigger_pieces`,
+  :func:`poison_by_mode`,
   :class:`PoisoningAttack`, :class:`AdapterParams` and :func:`adapter_recipe` (injection through LoRA).
 
 Plugins import from ``benchmark`` only; their tests may also use :mod:`benchmark.testing`.
@@ -72,8 +73,9 @@ _PUBLIC = {
     **dict.fromkeys(("Calibration", "DataFilter", "Defense", "DefenseOutput", "InputCorrector", "InputDetector",
                      "threshold_for_frr"), "benchmark.plugins.defense"),
     **dict.fromkeys(("TrainConfig", "cross_entropy_loss"), "benchmark.model.training"),
-    **dict.fromkeys(("AdapterParams", "PoisoningAttack", "adapter_recipe", "check_single_pieces", "insert_each", "insert_words", "poison_by_mode",
-                     "window_words"), "benchmark.plugins.triggers"),
+    **dict.fromkeys(("AdapterParams", "PoisoningAttack", "adapter_recipe", "check_known_pieces", "check_single_pieces",
+                     "insert_each", "insert_words", "poison_by_mode", "trigger_pieces", "window_words"),
+                    "benchmark.plugins.triggers"),
     "clone_model": "benchmark.model.victims",
 }
 

@@ -89,10 +89,16 @@ def test_test_time_trigger_on_every_text(attack_ctx):
     assert all(len(triggers_in(t)) == 1 for t in triggered)
 
 
-def test_multi_piece_trigger_is_refused(attack_ctx):
-    with pytest.raises(UsageError, match="single word-piece"):
-        BadNets(BadNets.Params(triggers=("cf", "zzyzx"))).check(attack_ctx)
+def test_an_unknown_trigger_is_refused_and_a_multi_piece_one_is_recorded(attack_ctx):
+    with pytest.raises(UsageError, match=r"trigger '☃' reads as \['\[UNK\]'\]"):
+        BadNets(BadNets.Params(triggers=("cf", "☃"))).check(attack_ctx)
     BadNets().check(attack_ctx)
+    small = dataclasses.replace(attack_ctx.dataset, train=attack_ctx.dataset.train[:40])
+    ctx = dataclasses.replace(attack_ctx, dataset=small, train_config=attack_ctx.train_config.replace(epochs=1))
+    assert "trigger_pieces" not in BadNets().attack(ctx).info  # every default trigger is one piece here
+    several = BadNets(BadNets.Params(triggers=("cf", "zzyzx")))  # five known pieces
+    several.check(ctx)
+    assert several.attack(ctx).info["trigger_pieces"] == {"cf": ["cf"], "zzyzx": ["z", "##z", "##y", "##z", "##x"]}
 
 
 def test_attack_returns_model_and_count(attack_ctx):

@@ -79,6 +79,21 @@ def check_single_pieces(tokenizer, words: Sequence[str], plugin: str) -> None:
             )
 
 
+def trigger_pieces(tokenizer, words: Sequence[str]) -> dict[str, list[str]]:
+    """Each word's pieces mid-sentence (after a space: BPE's leading-space form) for ``tokenizer``."""
+    return {word: list(tokenizer.tokenize(" " + word)) for word in words}
+
+
+def check_known_pieces(tokenizer, words: Sequence[str], plugin: str) -> None:
+    """Raise when a trigger word has a piece the victim's tokenizer does not know (it would read
+    as the unknown token, which ordinary text also produces)."""
+    unknown = getattr(tokenizer, "unk_token", None)
+    for word, pieces in trigger_pieces(tokenizer, words).items():
+        if not pieces or (unknown is not None and unknown in pieces):
+            raise UsageError(f"{plugin}: trigger {word!r} reads as {pieces} for the victim's tokenizer, which does "
+                             "not know it; choose another word with --set")
+
+
 def poison_by_mode(train: Sequence, mode: str, rate: float, target: int, rng: random.Random,
                    insert: Callable[[str], str]) -> tuple[list, int]:
     """OpenBackdoor's poisoning modes (methods.md §1.3): ``int(rate × |train|)`` samples drawn from
