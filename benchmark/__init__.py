@@ -25,8 +25,8 @@ Besides ``hookimpl`` and ``__version__``, nothing here is imported before it is 
 (``benchmark.reporting``) does not load the rest.
 
 The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack`,
-:class:`Defense` and the other two kinds of defense (:class:`InputDetector`,
-:class:`InputCorrector`, :class:`DataFilter`), their contexts and outputs, :class:`Example`,
+:class:`Defense` and the other kinds of defense (:class:`InputDetector`,
+:class:`InputCorrector`, :class:`DataFilter`, :class:`RobustTrainer`), their contexts and outputs, :class:`Example`,
 :class:`DatasetSpec`, ``hookimpl`` and ``hparam``; and the toolkit the built-in plugins use:
 
 * model internals, for every supported encoder and decoder family
@@ -71,7 +71,7 @@ _PUBLIC = {
     **dict.fromkeys(("Attack", "AttackOutput"), "benchmark.plugins.attack"),
     **dict.fromkeys(("AttackContext", "DefenseContext"), "benchmark.plugins.contexts"),
     **dict.fromkeys(("Calibration", "DataFilter", "Defense", "DefenseOutput", "InputCorrector", "InputDetector",
-                     "threshold_for_frr"), "benchmark.plugins.defense"),
+                     "RobustTrainer", "threshold_for_frr"), "benchmark.plugins.defense"),
     **dict.fromkeys(("TrainConfig", "cross_entropy_loss"), "benchmark.model.training"),
     **dict.fromkeys(("AdapterParams", "PoisoningAttack", "adapter_recipe", "check_known_pieces", "check_single_pieces",
                      "insert_each", "insert_words", "poison_by_mode", "trigger_pieces", "window_words"),

@@ -45,7 +45,15 @@ from .model.training import TrainConfig
 from .model.victims import load_tokenizer
 from .plugins.attack import Attack, AttackOutput
 from .plugins.contexts import AttackContext, DefenseContext
-from .plugins.defense import Calibration, DataFilter, Defense, DefenseOutput, InputCorrector, InputDetector
+from .plugins.defense import (
+    Calibration,
+    DataFilter,
+    Defense,
+    DefenseOutput,
+    InputCorrector,
+    InputDetector,
+    RobustTrainer,
+)
 from .plugins.resolve import PluginSpec
 
 __all__ = [
@@ -326,7 +334,7 @@ class DefenseRun:
 def run_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
                 texts: Sequence[str] | None = None) -> DefenseRun:
     """Run ``defense`` as the harness does for its kind and check what it returns against the
-    contract of its base class (``docs/defense-kinds.md``). ``texts``: the inputs a detector or
+    contract of its base class (``docs/defense-kinds.md``; a robust trainer never sees ``model``). ``texts``: the inputs a detector or
     corrector screens (default: the first 8 test texts of the demo data set)."""
     texts = list(texts) if texts is not None else [ex.text for ex in demo_dataset().test[:8]]
     if isinstance(defense, InputDetector):
@@ -347,9 +355,13 @@ def run_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
         _expect(all(0 <= i < len(ctx.poisoned_train) for i in kept) and len(set(kept)) == len(kept),
                 f"{defense.name}.keep must return distinct indices of ctx.poisoned_train")
         return DefenseRun(model, kept=kept)
-    result = defense.purify(model, ctx)
+    if isinstance(defense, RobustTrainer):  # it trains from ctx.pretrained_model(); ``model`` is not given
+        result = defense.train(ctx)
+    else:
+        result = defense.purify(model, ctx)
     output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
-    _expect(isinstance(output.model, torch.nn.Module), f"{defense.name}.purify returned {type(result).__name__}")
+    verb = "train" if isinstance(defense, RobustTrainer) else "purify"
+    _expect(isinstance(output.model, torch.nn.Module), f"{defense.name}.{verb} returned {type(result).__name__}")
     return DefenseRun(output.model, output=output)
 
 
@@ -364,13 +376,13 @@ def cells(victim, attacks=("badnets",), defenses=("none",), seeds=(0,), dataset=
 
 
 def run(tmp_path, victim, registry=None, resume=False, overrides=(), isolation: str = "process",
-        plugins: Sequence[tuple[str, str]] = (), stealth_lm: str | None = None, **kwargs) -> list[dict]:
+        plugins: Sequence[tuple[str, str]] = (), stealth_lm: str | None = None, store=None, **kwargs) -> list[dict]:
     """Run :func:`cells` (``kwargs``) on CPU in fp32 with the store and records under
     ``tmp_path``; returns the records. ``plugins``: extra ``(kind, "module:Class")`` plugins;
-    ``stealth_lm``: ``--stealth-lm``."""
+    ``stealth_lm``: ``--stealth-lm``; ``store``: another store folder (tests sharing scenarios)."""
     from .harness.cells import HarnessConfig
     from .harness.runner import run_cells
 
-    config = HarnessConfig(store_dir=str(Path(tmp_path) / "store"), device="cpu", precision="fp32",
+    config = HarnessConfig(store_dir=str(store or Path(tmp_path) / "store"), device="cpu", precision="fp32",
                            overrides=overrides, isolation=isolation, plugins=tuple(plugins), stealth_lm=stealth_lm)
     return run_cells(cells(victim, **kwargs), config, Path(tmp_path) / "out", resume=resume, registry=registry)

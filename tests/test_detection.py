@@ -191,7 +191,7 @@ def test_data_filter_against_an_attack_without_a_recipe_poisoned_set_fails_clear
     [record] = run_cells(cells(tiny_victim_dir, attacks=(attack,), defenses=("filter_probe",)), config,
                          tmp_path / "out", registry=registry_with(ProbeFilter))
     assert record["status"] == "failed"
-    assert record["error"].startswith("UsageError: data filters need an attack that trains the victim")
+    assert record["error"].startswith("UsageError: data filters and robust trainers need an attack that trains the victim")
     assert repr(attack) in record["error"]
     assert 'File "benchmark/harness/filtering.py"' in record["traceback"]  # named from the project's root
     assert 'File "/' not in record["traceback"]  # no machine paths in a publishable record

@@ -47,7 +47,7 @@ DEFENSES = [
     ("none", {}), ("finetune", {}), ("lora_finetune", {"rank": 2}), ("fine_pruning", {"step": 0.5}), ("nad", {}), ("nad", {"variant": "attention_map"}),
     ("mbtsad", {"copies": 1}), ("fine_mixing", {"rho": 0.5, "e_pur": True, "e_pur_top": 5}), ("reinit", {"k": 1}),
     ("reinit", {"mode": "head"}), ("reinit", {"k": 1, "to": "random"}), ("strip", {"repeat": 2}),
-    ("rap", {"epochs": 1}), ("bki", {}),
+    ("rap", {"epochs": 1}), ("bki", {}), ("abl", {"unlearn_epochs": 1}),
 ]
 NOT_PER_FAMILY = {"onion", "cube"}  # the module docstring says why
 ATTACKS_NOT_PER_FAMILY = {"external"}  # likewise

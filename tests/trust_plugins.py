@@ -11,7 +11,7 @@ import sys
 import torch
 
 from attacks.badnets import BadNets
-from benchmark import Defense, DefenseContext, DefenseOutput
+from benchmark import Defense, DefenseContext, DefenseOutput, RobustTrainer
 
 SECRETS_ENV = "TRUST_PROBE_SECRETS"  # a JSON file: {"texts": [...], "paths": [...]}
 HARNESS_TYPES = {"Harness", "Scenario", "ArtifactStore", "Splits", "HarnessConfig"}
@@ -197,3 +197,24 @@ class Sleep(Defense):
 
         while True:
             time.sleep(0.5)
+
+
+class SpyTrainer(RobustTrainer):
+    """A robust trainer that trains nothing: it returns its pre-trained copy and says what it was
+    given (the poison flags it sees, the training set's size, whether undeclared clean data is
+    refused)."""
+
+    name = "spy_trainer"
+    version = "1"
+    requires = frozenset({"poisoned_train", "pretrained_weights"})
+
+    def train(self, ctx: DefenseContext):
+        from benchmark import ThreatModelError
+
+        seen = {"flags": sorted({ex.poisoned for ex in ctx.poisoned_train}), "size": len(ctx.poisoned_train)}
+        try:
+            ctx.clean_data  # noqa: B018 - not declared
+            seen["clean_data"] = "granted"
+        except ThreatModelError:
+            seen["clean_data"] = "refused"
+        return DefenseOutput(ctx.pretrained_model(), info=seen)

@@ -14,7 +14,7 @@ one table serves three readers:
 
 Which records carry a key (``carried_by``): ``every`` record; ``ok`` or ``failed`` records; the
 ok records of one defense kind (``defense_kind``: ``purification``, ``input_detection``,
-``data_filtering``; ``docs/defense-kinds.md``); among input-detection records, those of an
+``data_filtering``, ``robust_training``; ``docs/defense-kinds.md``); among input-detection records, those of an
 ``input_detector`` or of an ``input_corrector`` (a corrector's record is the one that carries
 ``changed_clean``). A key is required in the records it applies to unless it is ``optional``.
 Values that were NaN or infinite are written as null (:func:`benchmark.base.records.sanitize`), so
@@ -32,9 +32,9 @@ from .errors import BdbenchError
 
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
 GROUPS = ("identity", "outcome", "configuration", "scenario", "metrics", "costs", "input_detection",
-          "input_correction", "data_filtering", "provenance")
+          "input_correction", "data_filtering", "robust_training", "provenance")
 SCOPES = ("every", "ok", "failed", "purification", "input_detection", "input_detector", "input_corrector",
-          "data_filtering")
+          "data_filtering", "robust_training")
 ARROWS = {"higher": "↑", "lower": "↓"}  # the directions a metric may declare, and the arrow tables show
 
 
@@ -111,7 +111,7 @@ KEYS: tuple[RecordKey, ...] = (
     _key("defense_params", ["object"], "configuration", OK, "the defense's resolved hyperparameters"),
     _key("defense_version", ["string"], "configuration", OK, "the defense plugin's version"),
     _key("defense_kind", ["string"], "configuration", OK, "the defense's kind (docs/defense-kinds.md)",
-         choices=("purification", "input_detection", "data_filtering")),
+         choices=("purification", "input_detection", "data_filtering", "robust_training")),
     _key("requires", ["array"], "configuration", OK, "the assets the defense declared, sorted"),
     _key("isolation", ["string"], "configuration", OK, "where the defense ran (benchmark.harness.isolation)",
          choices=("process", "sandbox", "none")),
@@ -142,7 +142,8 @@ KEYS: tuple[RecordKey, ...] = (
          optional=True),
     # -- metrics after the defense (benchmark.base.metrics; detection.py for the kinds)
     _key("cacc", NUMBER, "metrics", OK, "clean test accuracy after the defense (input detection: over the "
-         "accepted clean inputs; data filtering: of the retrained victim)", better="higher"),
+         "accepted clean inputs; data filtering: of the retrained victim; robust training: of the defender's "
+         "model)", better="higher"),
     _key("asr", NUMBER, "metrics", OK, "attack success rate after the defense: share of triggered non-target "
          "test inputs classified as the target (input detection: of all, a rejection never a success)",
          better="lower"),
@@ -204,10 +205,16 @@ KEYS: tuple[RecordKey, ...] = (
          better="lower"),
     _key("kept", COUNT, "data_filtering", ["data_filtering"], "training samples kept (the victim is retrained "
          "on them)"),
-    _key("train_size", COUNT, "data_filtering", ["data_filtering"], "samples of the poisoned training set"),
-    _key("poisoned_train_size", COUNT, "data_filtering", ["data_filtering"], "poisoned samples in it"),
+    _key("train_size", COUNT, "data_filtering", ["data_filtering", "robust_training"], "samples of the poisoned "
+         "training set"),
+    _key("poisoned_train_size", COUNT, "data_filtering", ["data_filtering", "robust_training"], "poisoned samples "
+         "in it"),
     _key("retrain_cost", ["object"], "costs", ["data_filtering"], "the cost of retraining the victim on the "
          "kept samples"),
+    # -- robust training (benchmark.harness.robust)
+    _key("isolated_poisoned", ["integer", "null"], "robust_training", ["robust_training"], "of the training samples "
+         "the defense isolated (defense_info.isolated: ABL's suspected set), how many were poisoned; absent where "
+         "it isolates none", optional=True),
     # -- provenance
     _key("provenance", ["object"], "provenance", ["every"], "bdbench_version, git_revision, libraries, platform, "
          "processor (the CPU's model name, where known), config_hash (= cell_id), precision, device_type, "

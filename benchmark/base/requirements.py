@@ -15,13 +15,13 @@ from collections.abc import Iterable
 class Requirement:
     """One asset a plugin may declare. name: as written in ``requires``. label: the leaderboard's
     short badge. meaning: what it grants (the page's tooltip; None: "declared requirement"). declared_by: the plugin kind that
-    may declare it (``attack`` or ``defense``). only: where set, the one defense kind allowed to."""
+    may declare it (``attack`` or ``defense``). only: where set, the defense kinds allowed to."""
 
     name: str
     label: str
     meaning: str | None
     declared_by: str = "defense"
-    only: str | None = None
+    only: tuple[str, ...] | None = None
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (  # in the leaderboard's badge order
@@ -31,7 +31,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (  # in the leaderboard's badge order
     Requirement("target_label", "target", "the attack's target label"),
     # the poisoned training set, without poison flags. Its badge is its name and its tooltip the
     # generic one, as the published input-data page shows them (a new label re-renders that page).
-    Requirement("poisoned_train", "poisoned_train", None, only="data_filtering"),
+    Requirement("poisoned_train", "poisoned_train", None, only=("data_filtering", "robust_training")),
     Requirement("clean_model", "clean model", "a copy of the scenario's clean reference model", declared_by="attack"),
 )
 BY_NAME = {r.name: r for r in REQUIREMENTS}
@@ -40,7 +40,7 @@ ATTACK_REQUIREMENTS = frozenset(r.name for r in REQUIREMENTS if r.declared_by ==
 
 # The records' ``defense_kind`` and the label the leaderboard's sections and rankings show.
 DEFENSE_KINDS = {"purification": "model purification", "input_detection": "input detection",
-                 "data_filtering": "training-data filtering"}
+                 "data_filtering": "training-data filtering", "robust_training": "robust training"}
 
 
 def requirement_label(name: str) -> str:

@@ -19,13 +19,14 @@ import torch
 from ..base import costs
 from ..base.errors import PluginError
 from ..plugins.contexts import DefenseContext
-from ..plugins.defense import DataFilter, Defense, DefenseOutput, InputDetector, defense_kind
+from ..plugins.defense import DataFilter, Defense, DefenseOutput, InputDetector, RobustTrainer, defense_kind
 
 
 @dataclasses.dataclass
 class DefenseAnswer:
-    """What a defense answered, by kind. model, aux_models: a purification's purified model and the
-    further models it asks the harness to score (None and empty for the other kinds). output: an
+    """What a defense answered, by kind. model, aux_models: a purification's purified model (a robust
+    trainer's trained one) and the further models it asks the harness to score (None and empty for
+    the other kinds). output: an
     input detector's ``scores``/``flags``/``threshold``/``dev_frr``/``calibration_size``, a
     corrector's ``texts``/``scores``, a filter's ``kept`` indices (None for a purification).
     info: the defense's own JSON-ready figures. phase_costs: :meth:`~benchmark.base.costs.PhaseCost.as_dict`
@@ -47,20 +48,22 @@ def _finite_scores(values, n: int, name: str) -> list[float]:
     return scores
 
 
-def apply_defense(defense: Defense, model: torch.nn.Module, ctx: DefenseContext,
+def apply_defense(defense: Defense, model: torch.nn.Module | None, ctx: DefenseContext,
                   texts: Sequence[str] | None = None) -> DefenseAnswer:
     """Run ``defense`` on ``model`` (its own copy) and ``ctx``: ``purify`` for a purification,
     ``fit``/``calibrate``/``score`` for an input detector on ``texts``, ``fit``/``correct`` for a
-    corrector, ``keep`` for a data filter. Checks the answer's shape (one score per input, finite;
+    corrector, ``keep`` for a data filter, ``train`` for a robust trainer (``model`` None: it never
+    sees the attacked model). Checks the answer's shape (a model; one score per input, finite;
     distinct indices in range) and raises :class:`PluginError` naming the defense otherwise."""
     device = ctx.runtime.device
     phase_costs: dict[str, dict] = {}
-    if defense_kind(defense) == "purification":
+    if defense_kind(defense) in ("purification", "robust_training"):
         with costs.phase("defense", device) as cost:
-            result = defense.purify(model, ctx)
+            result = defense.train(ctx) if isinstance(defense, RobustTrainer) else defense.purify(model, ctx)
         output = result if isinstance(result, DefenseOutput) else DefenseOutput(result)
         if not isinstance(output.model, torch.nn.Module):
-            raise PluginError(f"defense {defense.name!r}: purify returned {type(output.model).__name__}, not a model")
+            verb = "train" if isinstance(defense, RobustTrainer) else "purify"
+            raise PluginError(f"defense {defense.name!r}: {verb} returned {type(output.model).__name__}, not a model")
         return DefenseAnswer(output.model, dict(output.aux_models), dict(output.info), {"defense": cost.as_dict()})
     with costs.phase("defense", device) as cost:
         if isinstance(defense, DataFilter):

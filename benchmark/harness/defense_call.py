@@ -6,7 +6,8 @@ and its :class:`~benchmark.harness.grants.Grant` (nothing else), and returns the
 :class:`~benchmark.harness.apply.DefenseAnswer`. With ``isolation="process"`` or ``"sandbox"``
 everything crosses as files (:mod:`benchmark.harness.isolation`); with ``"none"`` the defense
 runs here, for debugging a trusted plugin. Each kind's cell (:mod:`~benchmark.harness.purification`,
-:mod:`~benchmark.harness.detection`, :mod:`~benchmark.harness.filtering`) gets a :class:`CellEnv`:
+:mod:`~benchmark.harness.detection`, :mod:`~benchmark.harness.filtering`,
+:mod:`~benchmark.harness.robust`) gets a :class:`CellEnv`:
 the runtime, the caller and the victim's pre-trained weights, and nothing of the harness besides.
 """
 
@@ -56,13 +57,15 @@ class DefenseCaller:
 
     def call(self, defense: Defense, cell: Cell, scenario: Scenario, grant: Grant,
              texts: Sequence[str] | None = None) -> DefenseAnswer:
-        """Run ``defense`` on a copy of the scenario's backdoored model with ``grant``; ``texts``:
+        """Run ``defense`` on a copy of the scenario's backdoored model (a robust trainer gets none)
+        with ``grant``; ``texts``:
         the inputs an input detector or corrector scores (bare, shuffled by the caller)."""
         if self.mode == "none":
             ctx = grant.context(defense_name=defense.name, requires=frozenset(defense.requires),
                                 tokenizer=scenario.tokenizer, runtime=self.runtime, max_length=cell.budget.max_length,
                                 seed=cell.seed, train_config=cell.budget.defense_training)
-            return apply_defense(defense, clone_model(scenario.backdoored), ctx, texts)
+            given = None if defense_kind(defense) == "robust_training" else clone_model(scenario.backdoored)
+            return apply_defense(defense, given, ctx, texts)
         job = isolation.DefenseJob(
             defense_class=class_path(type(defense)), defense_name=defense.name,
             params=params_to_dict(defense.params), requires=sorted(defense.requires), num_labels=scenario.num_labels,

@@ -53,9 +53,9 @@ def poisoned_train(cell: Cell, scenario: Scenario) -> list[Example]:
     """The scenario's attack's poisoned training set (flags kept, for the harness's metrics only)."""
     poisoned = scenario.attack.poisoned_training_set(scenario.attack_context)
     if poisoned is None:
-        raise UsageError(f"data filters need an attack that trains the victim on a poisoned training set with the "
-                         f"scenario's recipe; attack {cell.attack.name!r} does not (it poisons weights, or trains "
-                         f"with its own loss)")
+        raise UsageError(f"data filters and robust trainers need an attack that trains the victim on a poisoned "
+                         f"training set with the scenario's recipe; attack {cell.attack.name!r} does not (it poisons "
+                         f"weights, or trains with its own loss)")
     expected = scenario.attack_meta.get("poisoned_count")
     if expected is not None and sum(ex.poisoned for ex in poisoned) != expected:
         raise PluginError(f"attack {cell.attack.name!r}: its poisoned training set has "

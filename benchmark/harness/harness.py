@@ -38,6 +38,7 @@ from .defense_call import CellEnv, DefenseCaller
 from .detection import detection_fields
 from .filtering import filtering_fields
 from .purification import purification_fields
+from .robust import robust_training_fields
 from .scenario import Scenario, Splits, attack_context, prepare_scenario
 from .store import ArtifactStore
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 # the record fields of one cell by its defense's kind: (defense, cell, scenario, env) -> fields
 KIND_CELLS: dict[str, Callable[[Defense, Cell, Scenario, CellEnv], dict]] = {
     "purification": purification_fields, "input_detection": detection_fields, "data_filtering": filtering_fields,
+    "robust_training": robust_training_fields,
 }
 
 

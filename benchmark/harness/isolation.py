@@ -29,7 +29,10 @@ Every kind of defense uses the same folder and child (the child runs
   one score and one flag (or one rewritten text, for a corrector) per input into
   ``result.json``; it writes no weights;
 * a **data filter** (``data_filtering``) gets the poisoned training set (texts and labels in the
-  attack's order, no poison flags) as its ``poisoned_train`` asset and returns the indices it keeps.
+  attack's order, no poison flags) as its ``poisoned_train`` asset and returns the indices it keeps;
+* a **robust trainer** (``robust_training``) gets the poisoned training set and the pre-trained
+  weights, and **no** backdoored model (its folder has none); it returns the model it trained,
+  as a purification returns its purified one.
 
 The harness computes every metric itself (FRR, FAR, AUROC, accuracy after rejection, filter
 recall and FPR, the retrained model's CACC and ASR) from what came back.
@@ -113,7 +116,7 @@ class DefenseJob:
     device: str
     precision: str
     threads: int
-    kind: str  # purification, input_detection or data_filtering (the module docstring)
+    kind: str  # purification, input_detection, data_filtering or robust_training (the module docstring)
 
 
 def check_isolation(mode: str) -> None:
@@ -192,14 +195,17 @@ def write_inputs(folder: Path, job: DefenseJob, model: torch.nn.Module, tokenize
     (folder / _ASSETS).write_text(json.dumps(grant.assets_json()), encoding="utf-8")
     if texts is not None:
         (folder / _INPUTS).write_text(json.dumps({"texts": list(texts)}), encoding="utf-8")
-    save_model(model, folder / "model")
+    if job.kind != "robust_training":  # a robust trainer never receives the attacked model
+        save_model(model, folder / "model")
     tokenizer.save_pretrained(str(folder / "tokenizer"))
-    for config_file in (folder / "model" / "config.json",):
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        config.pop("_name_or_path", None)
-        config_file.write_text(json.dumps(config, indent=1, sort_keys=True), encoding="utf-8")
     if grant.pretrained is not None:
         save_model(grant.pretrained(), folder / "pretrained")
+    for name in ("model", "pretrained"):
+        config_file = folder / name / "config.json"
+        if config_file.is_file():
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config.pop("_name_or_path", None)
+            config_file.write_text(json.dumps(config, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def _child_env() -> dict[str, str]:
@@ -380,7 +386,7 @@ def read_result(folder: Path, defense_name: str) -> DefenseAnswer:
         error.__traceback_text__ = result.get("traceback", "")  # type: ignore[attr-defined]
         raise error
     spec = json.loads((folder / _SPEC).read_text(encoding="utf-8"))
-    if spec["kind"] != "purification":
+    if spec["kind"] not in ("purification", "robust_training"):
         return DefenseAnswer(None, {}, result["info"], result["phase_costs"], result["output"])
     out = folder / "out"
     model = load_classifier(out / "model", spec["num_labels"])
@@ -425,8 +431,11 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
         torch.set_num_threads(max(1, job.threads))
         cls = import_class(job.defense_class)
         defense = cls(resolve_params(job.defense_name, cls.Params, job.params))
-        model = load_classifier(folder / "model", job.num_labels)
+        given = folder / ("pretrained" if job.kind == "robust_training" else "model")
+        model = load_classifier(given, job.num_labels)
         tokenizer = load_tokenizer(folder / "tokenizer", model_type=model.config.model_type)
+        if job.kind == "robust_training":
+            model = None  # it trains from its pre-trained copy (ctx.pretrained_model())
         ctx = _build_context(folder, job, tokenizer)
         inputs = folder / _INPUTS
         texts = json.loads(inputs.read_text(encoding="utf-8"))["texts"] if inputs.is_file() else None

@@ -1,6 +1,6 @@
 """The defense plugin API: one base class per kind of defense.
 
-Defenses come in three kinds (``docs/defense-kinds.md``), each a base class with its own threat model:
+Defenses come in four kinds (``docs/defense-kinds.md``), each a base class with its own threat model:
 
 * :class:`Defense` — **model purification**: ``purify(model, ctx)`` returns a purified model;
 * :class:`InputDetector` — **input detection**: ``fit(model, ctx)`` on what it declared, then
@@ -9,7 +9,9 @@ Defenses come in three kinds (``docs/defense-kinds.md``), each a base class with
   :class:`InputCorrector` (a detector's sibling) rewrites each input instead (ONION);
 * :class:`DataFilter` — **training-data filtering**: ``keep(model, ctx)`` receives the poisoned
   training set (texts and labels, never poison flags) and returns the indices to keep; the
-  harness retrains the victim on them with the scenario's victim recipe.
+  harness retrains the victim on them with the scenario's victim recipe;
+* :class:`RobustTrainer` — **robust training**: ``train(ctx)`` trains the classifier itself, from
+  the pre-trained weights on the poisoned training set, so that the backdoor is not learnt.
 
 Every defense sees only what it declared in ``requires``:
 
@@ -18,13 +20,13 @@ Every defense sees only what it declared in ``requires``:
 ``clean_dev``        the clean dev split, for model selection (``ctx.clean_dev``)
 ``pretrained_weights`` the victim's un-fine-tuned weights (``ctx.pretrained_model()``)
 ``target_label``     the attack's target label (``ctx.target_label``)
-``poisoned_train``   the poisoned training set, **data filters only** (``ctx.poisoned_train``)
+``poisoned_train``   the poisoned training set, **data filters and robust trainers only** (``ctx.poisoned_train``)
 =================== ==========================================================
 
 Nothing grants the trigger, the test labels or the attack's identity. The harness builds the
 context with only the granted assets in it; asking for another raises
-:class:`ThreatModelError` naming the defense and the missing declaration. A class that is not a
-:class:`DataFilter` and declares ``poisoned_train`` is refused when it is defined.
+:class:`ThreatModelError` naming the defense and the missing declaration. A class that is neither a
+:class:`DataFilter` nor a :class:`RobustTrainer` and declares ``poisoned_train`` is refused when it is defined.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class DefenseOutput:
 
 
 _BASE_OF_KIND = {"purification": "Defense", "input_detection": "InputDetector or InputCorrector",
-                 "data_filtering": "DataFilter"}
+                 "data_filtering": "DataFilter", "robust_training": "RobustTrainer"}
 
 
 class Defense(Plugin):
@@ -70,11 +72,11 @@ class Defense(Plugin):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for name in getattr(cls, "requires", ()):
-            only = BY_NAME[name].only if name in BY_NAME else None  # the one kind that may declare it
-            if only is not None and cls.kind != only:
+            only = BY_NAME[name].only if name in BY_NAME else None  # the kinds that may declare it
+            if only is not None and cls.kind not in only:
                 raise ThreatModelError(f"defense class {cls.__qualname__} declares {name!r}, which only a "
-                                       f"{_BASE_OF_KIND[only]} may declare (a model or input defense never sees "
-                                       "the training set)")
+                                       f"{' or '.join(_BASE_OF_KIND[k] for k in only)} may declare (a model or "
+                                       "input defense never sees the training set)")
 
     def purify(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
         raise NotImplementedError
@@ -164,17 +166,42 @@ class DataFilter(Defense):
         raise NotImplementedError
 
 
+class RobustTrainer(Defense):
+    """Base class of robust-training defenses (threat model: ``docs/defense-kinds.md``): the
+    defender is the trainer. ``train(ctx)`` trains a classifier from the victim's pre-trained
+    weights (``ctx.pretrained_model()``) on the possibly poisoned training set
+    (``ctx.poisoned_train``: texts and labels, never poison flags) with a procedure meant to keep
+    a backdoor from being learnt, and returns it (or a :class:`DefenseOutput`). It never receives
+    the attacked model, the test data or the trigger; clean data only where declared. Declare
+    ``poisoned_train`` and ``pretrained_weights`` (refused otherwise, when the class is defined).
+    The harness scores the returned model as it scores a purified one, beside the scenario's
+    attacked model (ordinary training on the same set with the scenario's recipe) and its clean
+    reference model."""
+
+    kind: ClassVar[str] = "robust_training"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = {"poisoned_train", "pretrained_weights"} - set(getattr(cls, "requires", None) or ())
+        if getattr(cls, "requires", None) is not None and missing:
+            raise ThreatModelError(f"robust-training defense {cls.__qualname__} must declare {sorted(missing)}: it "
+                                   "trains from the pre-trained weights on the poisoned training set")
+
+    def train(self, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
+        raise NotImplementedError
+
+
 def declares_requires(cls: type) -> bool:
     """True when the defense class (or a plugin class it inherits from) sets ``requires``."""
     return isinstance(getattr(cls, "requires", None), (frozenset, set))
 
 
 def defense_kind(defense: Defense | type) -> str:
-    """``purification``, ``input_detection`` or ``data_filtering``: the record's ``defense_kind``,
-    read from the base class the defense derives from."""
+    """``purification``, ``input_detection``, ``data_filtering`` or ``robust_training``: the
+    record's ``defense_kind``, read from the base class the defense derives from."""
     cls = defense if isinstance(defense, type) else type(defense)
-    for base, kind in ((DataFilter, "data_filtering"), (InputDetector, "input_detection"),
-                       (InputCorrector, "input_detection")):
+    for base, kind in ((RobustTrainer, "robust_training"), (DataFilter, "data_filtering"),
+                       (InputDetector, "input_detection"), (InputCorrector, "input_detection")):
         if issubclass(cls, base):
             return kind
     return "purification"

@@ -7,11 +7,11 @@ reference model and the undefended backdoored model first, then one row per defe
 mean ± std over seeds. An overall ranking orders defenses by mean DER (one ranking per defense
 kind when records carry ``defense_kind``).
 
-The three kinds of defense (``docs/defense-kinds.md``) get their own sections: where one scenario
+The four kinds of defense (``docs/defense-kinds.md``) get their own sections: where one scenario
 holds several kinds, each kind has its own table with the columns it needs — FRR, FAR, AUROC,
 dev FRR and CACC over all clean inputs for input detection (:data:`KIND_COLUMNS`), filter recall,
 filter FPR and kept samples for training-data filtering — and its own ranking: model
-purification and training-data filtering by mean DER, input detection by mean AUROC (threshold-free;
+purification, training-data filtering and robust training by mean DER, input detection by mean AUROC (threshold-free;
 FRR and FAR beside it) (:data:`RANKING_BY`).
 
 Besides the recorded metrics, the tables show what the records already hold about each cell:
