@@ -46,6 +46,15 @@ def test_batching_does_not_change_a_texts_perplexity(tiny_lm):
     assert math.isnan(one[4])  # longer than the 16-position context: never truncated
 
 
+def test_a_long_scoring_loop_says_how_far_it_is(tiny_lm, caplog, monkeypatch):
+    monkeypatch.setenv("BDBENCH_HEARTBEAT_S", "0")
+    monkeypatch.delenv("BDBENCH_PROGRESS", raising=False)
+    lm = load_causal_lm(str(tiny_lm))
+    with caplog.at_level("INFO", logger="benchmark.base.costs"):
+        lm.perplexities(["the film is good", "a bad movie", "the movie", "very good"], batch_size=1)
+    assert any("perplexity of 4 texts: " in r.getMessage() and "/4 steps" in r.getMessage() for r in caplog.records)
+
+
 def test_perplexity_figures(tiny_lm):
     lm = load_causal_lm(str(tiny_lm))
     clean, poisoned = ["the film is good", "a bad movie"], ["the film cf is good", "a bad mn movie"]

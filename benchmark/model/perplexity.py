@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..base import costs
 from ..base.errors import UsageError
 from . import gguf
 
@@ -51,13 +52,15 @@ class CausalLM:
     @torch.no_grad()
     def perplexities(self, texts: Sequence[str], batch_size: int = 32) -> list[float]:
         """The perplexity of each text (module docstring), in batches of ``batch_size`` texts of
-        similar length; the result does not depend on the batching beyond float rounding."""
+        similar length; the result does not depend on the batching beyond float rounding. A long
+        loop (ONION scores every word's deletion) shows a progress bar or heartbeat lines
+        (:func:`benchmark.base.costs.progress`)."""
         encoded = [self.ids(t) for t in texts]
         out = [math.nan] * len(texts)
         order = sorted((i for i in range(len(texts)) if 2 <= len(encoded[i]) <= self.context),
                        key=lambda i: len(encoded[i]))
         self.model.eval()
-        for start in range(0, len(order), batch_size):
+        for start in costs.progress(range(0, len(order), batch_size), desc=f"perplexity of {len(order)} texts"):
             batch = order[start:start + batch_size]
             width = max(len(encoded[i]) for i in batch)
             ids = torch.zeros(len(batch), width, dtype=torch.long)
