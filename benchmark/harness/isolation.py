@@ -421,7 +421,7 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
-    from ..model.victims import load_classifier, load_tokenizer, save_model
+    from ..model.victims import load_classifier, load_tokenizer, model_type_of, save_model
     from ..plugins.params import resolve_params
 
     folder = Path(folder_text)
@@ -431,11 +431,12 @@ def child_main(folder_text: str, environ: dict[str, str] | None = None) -> None:
         torch.set_num_threads(max(1, job.threads))
         cls = import_class(job.defense_class)
         defense = cls(resolve_params(job.defense_name, cls.Params, job.params))
-        given = folder / ("pretrained" if job.kind == "robust_training" else "model")
-        model = load_classifier(given, job.num_labels)
-        tokenizer = load_tokenizer(folder / "tokenizer", model_type=model.config.model_type)
-        if job.kind == "robust_training":
-            model = None  # it trains from its pre-trained copy (ctx.pretrained_model())
+        if job.kind == "robust_training":  # no attacked model: it trains from ctx.pretrained_model()
+            model = None
+            tokenizer = load_tokenizer(folder / "tokenizer", model_type=model_type_of(folder / "pretrained"))
+        else:
+            model = load_classifier(folder / "model", job.num_labels)
+            tokenizer = load_tokenizer(folder / "tokenizer", model_type=model.config.model_type)
         ctx = _build_context(folder, job, tokenizer)
         inputs = folder / _INPUTS
         texts = json.loads(inputs.read_text(encoding="utf-8"))["texts"] if inputs.is_file() else None

@@ -12,9 +12,10 @@ from ..base import costs
 from ..base.metrics import defense_effect
 from ..base.record_schema import record_fields
 from ..plugins.defense import Defense
+from .apply import DefenseAnswer
 from .cells import Cell
 from .defense_call import CellEnv
-from .grants import grant_for
+from .grants import Grant, grant_for
 from .scenario import Scenario, same_weights
 
 # the defense phase's costs as every ok record states them (benchmark.base.costs.PhaseCost's fields)
@@ -25,12 +26,19 @@ def purification_fields(defense: Defense, cell: Cell, scenario: Scenario, env: C
     """The record fields of one purification cell (module docstring)."""
     grant = grant_for(defense, cell, scenario, env.pretrained)
     answer = env.caller.call(defense, cell, scenario, grant)
+    return model_answer_fields(answer, grant, scenario, env, "purification")
+
+
+def model_answer_fields(answer: DefenseAnswer, grant: Grant, scenario: Scenario, env: CellEnv, kind: str) -> dict:
+    """The fields of a cell whose defense answered with a model (a purification's, or a robust
+    trainer's): its metrics and those of its auxiliary models, the effect against the scenario's
+    backdoored model, the defense phase's costs and the evaluation's."""
     with costs.phase("evaluation", env.runtime.device) as eval_cost:
         # unchanged weights score what the backdoored model scored (evaluation is deterministic)
         model = answer.model
         metrics = dict(scenario.before) if same_weights(model, scenario.backdoored) else scenario.evaluate(model)
         aux = {name: scenario.evaluate(aux_model) for name, aux_model in answer.aux_models.items()}
-    out = record_fields(metrics, defense_kind="purification", aux=aux, defense_info=answer.info,
+    out = record_fields(metrics, defense_kind=kind, aux=aux, defense_info=answer.info,
                         eval_cost=eval_cost.as_dict(), clean_size=len(grant.clean_data or ()))
     out.update(record_fields(defense_effect(scenario.before, metrics)))
     defense_cost = answer.phase_costs["defense"]

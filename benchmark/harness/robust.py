@@ -23,15 +23,13 @@ harness's predictions in ``eval_cost``.
 
 from __future__ import annotations
 
-from ..base import costs
-from ..base.metrics import defense_effect
 from ..base.record_schema import record_fields
 from ..plugins.defense import Defense
 from .cells import Cell
 from .defense_call import CellEnv
 from .filtering import poisoned_train
 from .grants import grant_for
-from .purification import DEFENSE_COSTS
+from .purification import model_answer_fields
 from .scenario import Scenario
 
 
@@ -40,16 +38,9 @@ def robust_training_fields(defense: Defense, cell: Cell, scenario: Scenario, env
     poisoned = poisoned_train(cell, scenario)
     grant = grant_for(defense, cell, scenario, env.pretrained, poisoned_train=tuple(poisoned))
     answer = env.caller.call(defense, cell, scenario, grant)
-    with costs.phase("evaluation", env.runtime.device) as eval_cost:
-        metrics = scenario.evaluate(answer.model)
-        aux = {name: scenario.evaluate(aux_model) for name, aux_model in answer.aux_models.items()}
-    out = record_fields(metrics, defense_kind="robust_training", aux=aux, defense_info=answer.info,
-                        eval_cost=eval_cost.as_dict(), clean_size=len(grant.clean_data or ()),
-                        train_size=len(poisoned), poisoned_train_size=sum(ex.poisoned for ex in poisoned))
+    out = model_answer_fields(answer, grant, scenario, env, "robust_training")
+    out.update(record_fields(train_size=len(poisoned), poisoned_train_size=sum(ex.poisoned for ex in poisoned)))
     isolated = answer.info.get("isolated")
     if isinstance(isolated, list) and all(isinstance(i, int) and 0 <= i < len(poisoned) for i in isolated):
         out.update(record_fields(isolated_poisoned=sum(poisoned[i].poisoned for i in set(isolated))))
-    out.update(record_fields(defense_effect(scenario.before, metrics)))
-    defense_cost = answer.phase_costs["defense"]
-    out.update(record_fields({key: defense_cost[key] for key in DEFENSE_COSTS}))
     return out
