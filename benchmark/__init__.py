@@ -36,6 +36,11 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
   :func:`head_on_hidden`, :func:`reinit_head`, :func:`redraw`,
   :func:`resolve_layers`, :func:`forward_internals`, :func:`eager_attention`; and
   :func:`clone_model`;
+* weight updates computed at every forward pass and merged at the end
+  (:mod:`benchmark.model.lowrank`): :class:`LowRank`, :class:`MultiScale`, :class:`ParamGenerator`,
+  :class:`Generated`, :func:`parametrize_tensor`, :func:`update_factors`, :func:`trainable_factors`,
+  :func:`merge_updates`, :func:`modules_named`, :func:`linear_shape`, :func:`spectral_ratios`; and
+  :func:`target_modules` (LoRA's per-family targets, :mod:`benchmark.model.lora`);
 * distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
   :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
   :func:`activation_attention_loss`;
@@ -77,6 +82,10 @@ _PUBLIC = {
                      "insert_each", "insert_words", "poison_by_mode", "trigger_pieces", "window_words"),
                     "benchmark.plugins.triggers"),
     "clone_model": "benchmark.model.victims",
+    "target_modules": "benchmark.model.lora",
+    **dict.fromkeys(("Generated", "LowRank", "MultiScale", "ParamGenerator", "linear_shape", "merge_updates",
+                     "modules_named", "parametrize_tensor", "spectral_ratios", "trainable_factors", "update_factors"),
+                    "benchmark.model.lowrank"),
 }
 
 __all__ = sorted([*_PUBLIC, "hookimpl", "__version__"])

@@ -28,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-import torch
-
-from benchmark import Defense, DefenseContext, DefenseOutput, hparam, task_head
+from benchmark import Defense, DefenseContext, DefenseOutput, hparam, spectral_ratios, task_head
 
 
 class LoraFineTune(Defense):
@@ -60,17 +58,3 @@ class LoraFineTune(Defense):
             info.update(update_to_weight_median=round(statistics.median(ratios), 5),
                         update_to_weight_max=round(max(ratios), 5))
         return DefenseOutput(model, info=info)
-
-
-@torch.no_grad()
-def spectral_ratios(before: dict[str, torch.Tensor], after: dict[str, torch.nn.Parameter]) -> list[float]:
-    """``σ_max(W_after − W_before) / σ_max(W_before)`` of every matrix in ``before`` (the caller
-    leaves the task head out: its update is not a LoRA update) that changed."""
-    out = []
-    for name, w0 in before.items():
-        w1 = after[name].detach().float().cpu()
-        delta = w1 - w0.float().cpu()
-        if not torch.any(delta):
-            continue
-        out.append(float(torch.linalg.matrix_norm(delta, ord=2) / torch.linalg.matrix_norm(w0.float().cpu(), ord=2)))
-    return out

@@ -48,6 +48,7 @@ DEFENSES = [
     ("mbtsad", {"copies": 1}), ("fine_mixing", {"rho": 0.5, "e_pur": True, "e_pur_top": 5}), ("reinit", {"k": 1}),
     ("reinit", {"mode": "head"}), ("reinit", {"k": 1, "to": "random"}), ("strip", {"repeat": 2}),
     ("rap", {"epochs": 1}), ("bki", {}), ("abl", {"unlearn_epochs": 1}),
+    ("moderate_fitting", {"epochs": 1}), ("muscle_lora", {"epochs": 1, "reference_size": 8}),
 ]
 NOT_PER_FAMILY = {"onion", "cube"}  # the module docstring says why
 ATTACKS_NOT_PER_FAMILY = {"external"}  # likewise

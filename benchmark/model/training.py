@@ -7,6 +7,8 @@ Methods customise it through three arguments, never by copying it:
 
 * ``loss_fn(model, batch) -> scalar``: the objective (default: cross-entropy on the logits);
 * ``trainable(name, param) -> bool``: which parameters the optimiser sees (default: all);
+* ``before_step(model, step)``: runs once the step's gradients are accumulated, before clipping
+  and the optimiser step (MuScleLoRA's gradient alignment rewrites them);
 * ``post_step(model, step)``: runs after every optimiser step (EP's norm projection,
   Fine-pruning's mask).
 
@@ -114,7 +116,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
           trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
           post_step: Callable[[torch.nn.Module, int], None] | None = None,
           make_optimizer: OptimizerFactory | None = None,
-          on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None) -> TrainStats:
+          on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None,
+          before_step: Callable[[torch.nn.Module, int], None] | None = None) -> TrainStats:
     """Fine-tune ``model`` in place on ``data``; returns counts and the last loss.
 
     ``make_optimizer(named_trainable_params, config)`` replaces AdamW (EP's plain row update).
@@ -123,7 +126,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
         raise TrainingError("cannot train on an empty data set")
     if config.lora is not None:
         return _train_lora(model, data, config, runtime, seed=seed, loss_fn=loss_fn, trainable=trainable,
-                           post_step=post_step, make_optimizer=make_optimizer, on_epoch_end=on_epoch_end)
+                           post_step=post_step, make_optimizer=make_optimizer, on_epoch_end=on_epoch_end,
+                           before_step=before_step)
     model.to(runtime.device)
     model.train()
     torch.manual_seed(seed)
@@ -185,6 +189,8 @@ def train(model: torch.nn.Module, data: EncodedSet, config: TrainConfig, runtime
                     unchecked.append((stats.steps, epoch, step_loss))
                     if len(unchecked) >= check_every:
                         _check_finite(unchecked)
+                    if before_step is not None:
+                        before_step(model, stats.steps)
                     if config.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
                     optimizer.step()

@@ -44,14 +44,18 @@ class ModelToolkit:
                  trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
                  post_step: Callable[[torch.nn.Module, int], None] | None = None,
                  make_optimizer: OptimizerFactory | None = None,
+                 before_step: Callable[[torch.nn.Module, int], None] | None = None,
+                 on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None,
                  seed: int | None = None, **recipe_changes) -> TrainStats:
         """Run the shared training loop with this context's recipe (``recipe_changes`` override
-        its fields: epochs, lr, batch_size, warmup_ratio, weight_decay, max_grad_norm, schedule)."""
+        its fields: epochs, lr, batch_size, warmup_ratio, weight_decay, max_grad_norm, schedule);
+        the hooks are :func:`benchmark.model.training.train`'s."""
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
         config = self.train_config.replace(**recipe_changes)
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
         return train(model, data, config, self.runtime, seed=self.seed if seed is None else seed,
-                     trainable=trainable, post_step=post_step, make_optimizer=make_optimizer, **kwargs)
+                     trainable=trainable, post_step=post_step, make_optimizer=make_optimizer,
+                     before_step=before_step, on_epoch_end=on_epoch_end, **kwargs)
 
     def train_teacher(self, model: torch.nn.Module, examples: Sequence[Example] | EncodedSet, *,
                       lr: float | None = None, epochs: int | None = None) -> torch.nn.Module:
@@ -82,10 +86,12 @@ class ModelToolkit:
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
         return iterate_batches(data, batch_size, shuffle=shuffle, seed=seed, device=self.runtime.device)
 
-    def batch(self, examples: Sequence[Example] | EncodedSet) -> dict[str, torch.Tensor]:
-        """All of ``examples`` as one padded batch, in their order, on the runtime's device."""
+    def batch(self, examples: Sequence[Example] | EncodedSet,
+              indices: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """All of ``examples`` (or those at ``indices``, in that order) as one padded batch, in
+        their order, on the runtime's device."""
         data = examples if isinstance(examples, EncodedSet) else self.encode(examples)
-        return self.to_device(collate(data, range(len(data))))
+        return self.to_device(collate(data, range(len(data)) if indices is None else indices))
 
     def to_device(self, value):
         """``value`` (a module, a tensor, or a dict of tensors) on the runtime's device; a module
