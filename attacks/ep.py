@@ -66,7 +66,10 @@ from benchmark import (
     AttackContext,
     AttackOutput,
     Example,
+    Sizes,
+    Workload,
     check_single_pieces,
+    eval_work,
     hparam,
     insert_words,
     window_words,
@@ -109,6 +112,15 @@ class EP(Attack):
                         ctx.target_label, True) for i in chosen]
 
     # -- the row update
+    def workload(self, sizes: Sizes) -> Workload:
+        """Only the poisoned non-target rows, for ``epochs`` or the passes ``min_steps`` needs, from
+        the clean model (a full backward pass to the one embedding row); then the scoring."""
+        p = self.params
+        rows = p.poison_rate * sizes.triggered / max(1, sizes.test) * sizes.train  # non-target share of train
+        epochs = max(p.epochs, math.ceil(p.min_steps / max(1, math.ceil(rows / p.batch_size))))
+        return (Workload(train_tokens=epochs * rows * sizes.tokens_per("train")) + eval_work(sizes, "test")
+                + eval_work(sizes, "triggered", 2))
+
     def attack(self, ctx: AttackContext) -> AttackOutput:
         poisoned = self.poison(ctx.dataset.train, ctx)
         model = ctx.clean_model()

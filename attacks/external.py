@@ -39,7 +39,10 @@ from benchmark import (
     AttackOutput,
     DataError,
     Example,
+    Sizes,
     UsageError,
+    Workload,
+    eval_work,
     folder_fingerprint,
     load_classifier,
     load_tokenizer,
@@ -140,6 +143,9 @@ class External(Attack):
         return examples
 
     # -- the attack: nothing to train
+    def workload(self, sizes: Sizes) -> Workload:
+        return eval_work(sizes, "test") + eval_work(sizes, "triggered")  # loads the model: no training
+
     def attack(self, ctx: AttackContext) -> AttackOutput:
         poisoned = self.poisoned_training_set(ctx)
         return AttackOutput(self.load(ctx), sum(ex.poisoned for ex in poisoned) if poisoned is not None else None,

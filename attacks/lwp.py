@@ -74,12 +74,16 @@ from benchmark import (
     AttackContext,
     AttackOutput,
     Example,
+    Sizes,
     UsageError,
+    Workload,
     check_single_pieces,
+    eval_work,
     head_on_hidden,
     hparam,
     insert_each,
     insert_words,
+    train_work,
     window_words,
 )
 
@@ -159,6 +163,14 @@ class LWP(Attack):
                 out.extend(Example(self.single(ex.text, piece, ctx, rng), ex.label, True)
                            for piece in self.params.triggers)
         return out, count
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The victim recipe over the training set with each chosen row's positive and its
+        negatives (one per piece); the per-layer heads' own cost is not counted."""
+        p = self.params
+        copies = 1 + p.poison_rate * (len(p.triggers) if p.negatives else 0)
+        return (Workload(note="per-layer heads not counted") + train_work(sizes, "train", sizes.victim_epochs, copies)
+                + eval_work(sizes, "test") + eval_work(sizes, "triggered", 3))
 
     def attack(self, ctx: AttackContext) -> AttackOutput:
         poisoned, count = self.poison(ctx.dataset.train, ctx)

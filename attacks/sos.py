@@ -64,8 +64,11 @@ from benchmark import (
     AttackContext,
     AttackOutput,
     Example,
+    Sizes,
     UsageError,
+    Workload,
     check_single_pieces,
+    eval_work,
     hparam,
     insert_each,
     insert_words,
@@ -163,6 +166,14 @@ class SOS(Attack):
         return poisoned + negatives
 
     # -- the row update
+    def workload(self, sizes: Sizes) -> Workload:
+        """The poisoned rows and one negative copy per sub-combination, ``epochs`` passes from the
+        clean model; then the scoring."""
+        p = self.params
+        rows = (p.poison_rate + p.negative_rate * len(p.triggers)) * sizes.train
+        return (Workload(train_tokens=p.epochs * rows * sizes.tokens_per("train")) + eval_work(sizes, "test")
+                + eval_work(sizes, "triggered", 2))
+
     def attack(self, ctx: AttackContext) -> AttackOutput:
         examples = self.poison(ctx.dataset.train, ctx)
         poisoned_count = sum(ex.poisoned for ex in examples)

@@ -41,6 +41,8 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
   :class:`Generated`, :func:`parametrize_tensor`, :func:`update_factors`, :func:`trainable_factors`,
   :func:`merge_updates`, :func:`modules_named`, :func:`linear_shape`, :func:`spectral_ratios`; and
   :func:`target_modules` (LoRA's per-family targets, :mod:`benchmark.model.lora`);
+* a plugin's declared cost (:mod:`benchmark.base.workload`): :class:`Sizes`, :class:`Workload`,
+  :func:`train_work`, :func:`eval_work`;
 * distillation losses (:mod:`benchmark.model.distill`): :func:`forward_pair`,
   :func:`attention_map_loss`, :func:`hidden_state_loss`, :func:`activation_attention`,
   :func:`activation_attention_loss`;
@@ -83,6 +85,7 @@ _PUBLIC = {
                     "benchmark.plugins.triggers"),
     "clone_model": "benchmark.model.victims",
     "target_modules": "benchmark.model.lora",
+    **dict.fromkeys(("Sizes", "Workload", "eval_work", "train_work"), "benchmark.base.workload"),
     **dict.fromkeys(("Generated", "LowRank", "MultiScale", "ParamGenerator", "linear_shape", "merge_updates",
                      "modules_named", "parametrize_tensor", "spectral_ratios", "trainable_factors", "update_factors"),
                     "benchmark.model.lowrank"),

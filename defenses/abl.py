@@ -44,7 +44,16 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from benchmark import DefenseContext, DefenseOutput, RobustTrainer, hparam
+from benchmark import (
+    DefenseContext,
+    DefenseOutput,
+    RobustTrainer,
+    Sizes,
+    Workload,
+    eval_work,
+    hparam,
+    train_work,
+)
 
 
 class ABL(RobustTrainer):
@@ -86,6 +95,17 @@ class ABL(RobustTrainer):
         labels = torch.tensor([ex.label for ex in examples])
         picked = probabilities[torch.arange(len(examples)), labels].clamp_min(1e-12)
         return (-picked.log()).tolist()
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Isolation training, each sample's loss, fine-tuning on the rest, then at most
+        ``unlearn_epochs`` of ascent on the isolated share with a loss pass after each (a bound:
+        it stops once the loss passes ``max_unlearn_loss``)."""
+        p = self.params
+        epochs = sizes.defense_epochs if p.finetune_epochs is None else p.finetune_epochs
+        ratio = p.isolation_ratio
+        return (train_work(sizes, "train", p.isolation_epochs) + eval_work(sizes, "train")
+                + train_work(sizes, "train", epochs, 1 - ratio)
+                + train_work(sizes, "train", p.unlearn_epochs, ratio) + eval_work(sizes, "train", (1 + p.unlearn_epochs) * ratio))
 
     def train(self, ctx: DefenseContext) -> DefenseOutput:
         p = self.params

@@ -30,7 +30,7 @@ import dataclasses
 import math
 from collections import defaultdict
 
-from benchmark import DataFilter, DefenseContext, hparam
+from benchmark import DataFilter, DefenseContext, Sizes, Workload, eval_work, hparam
 
 
 class BKI(DataFilter):
@@ -73,6 +73,12 @@ class BKI(DataFilter):
                 seen[word].append(delta)
         scored = [(word, sum(d) / len(d) * math.log10(len(d))) for word, d in seen.items()]
         return sorted(scored, key=lambda pair: (-pair[1], pair[0]))
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Every training text and each of its one-word deletions through the model (words counted
+        as word-pieces: an over-count where words split)."""
+        return (Workload(note="one forward pass per word deletion, words counted as word-pieces")
+                + eval_work(sizes, "train", 1 + sizes.tokens_per("train")))
 
     def keep(self, model, ctx: DefenseContext) -> list[int]:
         texts = [ex.text for ex in ctx.poisoned_train]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from benchmark import DataFilter, DefenseContext, UsageError, hparam
+from benchmark import DataFilter, DefenseContext, Sizes, UsageError, Workload, eval_work, hparam
 
 
 class CUBE(DataFilter):
@@ -78,6 +78,11 @@ class CUBE(DataFilter):
             small = {c for c, size in sizes.items() if c != largest and size < self.params.drop_share * len(members)}
             dropped.update(i for i in members if clusters[i] in small)
         return [i for i in range(len(labels)) if i not in dropped]
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """One pass over the training set for its representations (UMAP and HDBSCAN run on the CPU
+        beside the model: not counted)."""
+        return Workload(note="UMAP and HDBSCAN not counted") + eval_work(sizes, "train")
 
     def keep(self, model, ctx: DefenseContext) -> list[int]:
         train = ctx.poisoned_train

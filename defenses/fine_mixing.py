@@ -45,9 +45,13 @@ from benchmark import (
     DefenseContext,
     DefenseOutput,
     PluginError,
+    Sizes,
+    Workload,
     clone_model,
+    eval_work,
     hparam,
     task_head,
+    train_work,
     word_embeddings,
 )
 
@@ -69,6 +73,19 @@ class FineMixing(Defense):
         e_pur_normaliser: Literal["log", "sqrt", "none"] = "log"  # g(f): log(2+f), sqrt(1+f), 1
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Without a fixed ρ, at most one fine-tuning run and one dev evaluation per grid value (the
+        walk stops at the first ρ whose dev accuracy holds: a bound), after the backdoored model's
+        own dev accuracy."""
+        p = self.params
+        epochs = p.epochs if p.epochs is not None else sizes.defense_epochs
+        if not p.mix:
+            return train_work(sizes, "clean", epochs)
+        tries = 1 if p.rho is not None else len(p.rho_grid)
+        note = "" if tries == 1 else f"at most {tries} grid values (the walk stops early)"
+        return (Workload(note=note) + eval_work(sizes, "dev")
+                + (train_work(sizes, "clean", epochs) + eval_work(sizes, "dev")).scaled(tries))
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

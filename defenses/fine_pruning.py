@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -62,10 +63,14 @@ from benchmark import (
     Defense,
     DefenseContext,
     DefenseOutput,
+    Sizes,
+    Workload,
     encoder_layers,
+    eval_work,
     ffn_units,
     hparam,
     resolve_layers,
+    train_work,
 )
 
 
@@ -85,6 +90,16 @@ class FinePruning(Defense):
         max_ratio: float = hparam(1.0, range="(0, 1]")  # never prune more than this share of the candidates
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Activations on the clean data, the unpruned model's dev accuracy, one dev evaluation per
+        pruning step up to ``max_ratio`` (the stopping rule ends it earlier: a bound), then the
+        fine-tuning."""
+        p = self.params
+        steps = math.ceil(p.max_ratio / p.step)
+        epochs = p.epochs if p.epochs is not None else sizes.defense_epochs
+        return (Workload(note=f"at most {steps} pruning steps (the stopping rule ends them earlier)")
+                + eval_work(sizes, "clean") + eval_work(sizes, "dev", 1 + steps) + train_work(sizes, "clean", epochs))
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

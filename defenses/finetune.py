@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from benchmark import Defense, DefenseContext, hparam
+from benchmark import Defense, DefenseContext, Sizes, Workload, hparam, train_work
 
 
 class FineTune(Defense):
@@ -28,6 +28,10 @@ class FineTune(Defense):
     class Params:
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
+
+    def workload(self, sizes: Sizes) -> Workload:
+        p = self.params
+        return train_work(sizes, "clean", (p.epochs if p.epochs is not None else sizes.defense_epochs))
 
     def purify(self, model, ctx: DefenseContext):
         ctx.finetune(model, ctx.clean_data, lr=self.params.lr, epochs=self.params.epochs)

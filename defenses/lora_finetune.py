@@ -28,7 +28,17 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from benchmark import Defense, DefenseContext, DefenseOutput, hparam, spectral_ratios, task_head
+from benchmark import (
+    Defense,
+    DefenseContext,
+    DefenseOutput,
+    Sizes,
+    Workload,
+    hparam,
+    spectral_ratios,
+    task_head,
+    train_work,
+)
 
 
 class LoraFineTune(Defense):
@@ -44,6 +54,10 @@ class LoraFineTune(Defense):
         targets: str = "default"  # peft's per-family q/v; "attention_ffn"; or "name,name"
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (2e-5)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
+
+    def workload(self, sizes: Sizes) -> Workload:
+        p = self.params  # a full backward pass still runs through the frozen layers
+        return train_work(sizes, "clean", (p.epochs if p.epochs is not None else sizes.defense_epochs))
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

@@ -56,12 +56,16 @@ from benchmark import (
     DefenseContext,
     DefenseOutput,
     Example,
+    Sizes,
     UsageError,
+    Workload,
     attention_map_loss,
+    eval_work,
     forward_pair,
     hidden_state_loss,
     hparam,
     resolve_layers,
+    train_work,
 )
 
 Span = tuple[int, int]  # [start, end) character offsets of one token in a text
@@ -156,6 +160,18 @@ class MBTSAD(Defense):
         distill_data: Literal["clean", "augmented"] = "clean"  # stage 2 data (our reading: clean, as NAD)
         student_dropout: bool = False  # dropout in the student during stage 2 (off: clean maps)
         data_share: float = hparam(1.0, range="(0, 1]")  # share of ctx.clean_data used (clean-data-amount ablation)
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Stage 1 on the clean share and its split copies; stage 2's student on the distillation
+        data with the frozen teacher's forward pass at every step (split copies counted at the
+        clean data's mean length)."""
+        p = self.params
+        teacher = p.teacher_epochs if p.teacher_epochs is not None else sizes.defense_epochs
+        student = p.student_epochs if p.student_epochs is not None else sizes.defense_epochs
+        data = p.data_share * (1 + p.copies)
+        distill = data if p.distill_data == "augmented" else p.data_share
+        return (train_work(sizes, "clean", teacher, data) + train_work(sizes, "clean", student, distill)
+                + eval_work(sizes, "clean", student * distill))
 
     def purify(self, model, ctx: DefenseContext) -> DefenseOutput:
         p = self.params

@@ -56,6 +56,8 @@ from benchmark import (
     LowRank,
     ParamGenerator,
     RobustTrainer,
+    Sizes,
+    Workload,
     hparam,
     linear_shape,
     merge_updates,
@@ -64,6 +66,7 @@ from benchmark import (
     spectral_ratios,
     target_modules,
     task_head,
+    train_work,
     trainable_factors,
     update_factors,
 )
@@ -85,6 +88,9 @@ class ModerateFitting(RobustTrainer):
         epochs: int = hparam(10, range="[1, )")  # the reference's num_train_epochs
         lr: float = hparam(3e-4, range="(0, )")  # the reference's learning_rate
         warmup_ratio: float = hparam(0.0, range="[0, 1)")  # the reference: warmup_steps 0
+
+    def workload(self, sizes: Sizes) -> Workload:
+        return train_work(sizes, "train", self.params.epochs)
 
     def train(self, ctx: DefenseContext) -> DefenseOutput:
         p = self.params

@@ -56,6 +56,7 @@ steps whose gradients were replaced, mixed or kept.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,10 @@ from benchmark import (
     LowRank,
     MultiScale,
     RobustTrainer,
+    Sizes,
     UsageError,
+    Workload,
+    eval_work,
     hparam,
     is_decoder,
     merge_updates,
@@ -75,6 +79,7 @@ from benchmark import (
     pooler,
     target_modules,
     task_head,
+    train_work,
     trainable_factors,
     update_factors,
 )
@@ -115,6 +120,17 @@ class MuScleLoRA(RobustTrainer):
         table = DECODER if is_decoder(model) else ENCODER
         values = dataclasses.asdict(self.params)
         return {k: (table[k] if k in table and values[k] in (None, ()) else v) for k, v in values.items()}
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The training run, a reference batch's forward and backward pass at every step (at the
+        dev split's mean length), and one evaluation of the selection data per epoch; an encoder's
+        settings where a value is unset (the model's kind is not known before it loads)."""
+        s = {k: (ENCODER[k] if k in ENCODER and v in (None, ()) else v)
+             for k, v in dataclasses.asdict(self.params).items()}
+        steps = s["epochs"] * math.ceil(sizes.train / 32)
+        reference = steps * s["reference_batch"] * sizes.tokens_per("dev") if s["alignment"] else 0.0
+        return (Workload(note="an encoder's settings where unset; batches of 32") + train_work(sizes, "train", s["epochs"])
+                + Workload(train_tokens=reference) + eval_work(sizes, "dev", s["epochs"]))
 
     def train(self, ctx: DefenseContext) -> DefenseOutput:
         data = list(ctx.poisoned_train)

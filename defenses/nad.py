@@ -50,12 +50,16 @@ from benchmark import (
     DefenseContext,
     DefenseOutput,
     PluginError,
+    Sizes,
+    Workload,
     activation_attention_loss,
     attention_map_loss,
+    eval_work,
     forward_internals,
     forward_pair,
     hparam,
     resolve_layers,
+    train_work,
 )
 
 
@@ -74,6 +78,15 @@ class NAD(Defense):
         teacher_epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs; methods.md says 3–5
         lr: float | None = hparam(None, range="(0, )")  # student lr; None: the shared defense recipe's
         epochs: int | None = hparam(None, range="[1, )")  # student epochs; None: the shared recipe's (3)
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The teacher's fine-tuning, then the student's, with the frozen teacher's forward pass at
+        every student step."""
+        p = self.params
+        teacher = p.teacher_epochs if p.teacher_epochs is not None else sizes.defense_epochs
+        student = p.epochs if p.epochs is not None else sizes.defense_epochs
+        return (train_work(sizes, "clean", teacher) + train_work(sizes, "clean", student)
+                + eval_work(sizes, "clean", student))
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from benchmark import DefenseContext, InputCorrector, hparam, load_causal_lm
+from benchmark import DefenseContext, InputCorrector, Sizes, Workload, eval_work, hparam, load_causal_lm
 
 
 class ONION(InputCorrector):
@@ -52,6 +52,12 @@ class ONION(InputCorrector):
         lm: str = "smollm2-135m"  # causal LM name, folder or hub id (OpenBackdoor: gpt2; reference: gpt2-large)
         threshold: float = 0.0  # remove w_i when p_0 − p_i ≥ threshold (OpenBackdoor 0)
         batch_size: int = hparam(32, range="[1, )")  # LM batch in texts (OpenBackdoor 32; no effect on the result)
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The victim classifies the corrected test and triggered inputs once; the language model's
+        scoring of every word deletion (its own model) is not counted."""
+        return (Workload(note="the language model's own work not counted") + eval_work(sizes, "test")
+                + eval_work(sizes, "triggered"))
 
     def fit(self, model, ctx: DefenseContext) -> None:
         self._lm = load_causal_lm(self.params.lm, who=self.name, option="--set onion.lm=LM")

@@ -41,7 +41,19 @@ import dataclasses
 
 import torch
 
-from benchmark import DefenseContext, Example, InputDetector, UsageError, clone_model, hparam, word_embeddings
+from benchmark import (
+    DefenseContext,
+    Example,
+    InputDetector,
+    Sizes,
+    UsageError,
+    Workload,
+    clone_model,
+    eval_work,
+    hparam,
+    train_work,
+    word_embeddings,
+)
 
 
 class RAP(InputDetector):
@@ -63,6 +75,15 @@ class RAP(InputDetector):
 
     def _with_word(self, texts) -> list[str]:
         return [f"{self.params.rap_word} {t}" for t in texts]
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The perturbation's training (``epochs`` over the clean data, a full backward pass to the
+        one embedding row; counted over all of it, a bound for the target-label share it uses), then
+        each calibration, test and triggered input scored with and without the perturbation."""
+        p = self.params
+        return (Workload(note="perturbation trained over the clean data (a bound)")
+                + train_work(sizes, "clean", p.epochs) + eval_work(sizes, "dev", 2 * p.calibration_share)
+                + eval_work(sizes, "test", 2) + eval_work(sizes, "triggered", 2))
 
     def fit(self, model, ctx: DefenseContext) -> None:
         pieces = ctx.tokenizer.tokenize(" " + self.params.rap_word)

@@ -37,12 +37,15 @@ from benchmark import (
     DefenseContext,
     DefenseOutput,
     PluginError,
+    Sizes,
+    Workload,
     encoder_layers,
     hparam,
     pooler,
     redraw,
     reinit_head,
     task_head,
+    train_work,
 )
 
 
@@ -58,6 +61,10 @@ class Reinit(Defense):
         to: Literal["pretrained", "random"] = "pretrained"  # top_k: θ_Pre, or N(0, 0.02) (Zhang et al. 2021)
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
+
+    def workload(self, sizes: Sizes) -> Workload:
+        p = self.params
+        return train_work(sizes, "clean", (p.epochs if p.epochs is not None else sizes.defense_epochs))
 
     def purify(self, model, ctx: DefenseContext):
         p = self.params

@@ -35,7 +35,7 @@ import random
 
 import torch
 
-from benchmark import DefenseContext, InputDetector, hparam
+from benchmark import DefenseContext, InputDetector, Sizes, Workload, eval_work, hparam
 
 
 class STRIP(InputDetector):
@@ -50,6 +50,13 @@ class STRIP(InputDetector):
         frr: float = hparam(0.01, range="[0, 1)")  # target false-rejection rate on clean inputs (OpenBackdoor 0.01)
         calibration_share: float = hparam(0.5, range="(0, 1)")  # of clean dev used for the threshold; the rest are donors
         batch_size: int = hparam(64, range="[1, )")  # forward-pass batch (no effect on the scores)
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """``repeat`` perturbed copies of each calibration, test and triggered input, one forward
+        pass each (the copies are counted at their source's length)."""
+        share = self.params.calibration_share
+        return (eval_work(sizes, "dev", share * self.params.repeat) + eval_work(sizes, "test", self.params.repeat)
+                + eval_work(sizes, "triggered", self.params.repeat))
 
     def fit(self, model, ctx: DefenseContext) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer

@@ -91,8 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a suite (default: quick) and write records and the leaderboard")
     _add_run_args(run)
-    val = sub.add_parser("validate", help="check a run's names, parameters and data without training")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate and print the expected cost instead of running (as bdbench validate)")
+    val = sub.add_parser("validate", help="check a run's names, parameters and data without training, and print "
+                                          "the grid's expected cost (a calibration of seconds)")
     _add_run_args(val)
+    for command in (run, val):
+        command.add_argument("--no-estimate", action="store_true",
+                            help="validate only: no calibration, no expected cost")
     board = sub.add_parser("leaderboard", help="render DIR/records.jsonl into tables and plots")
     board.add_argument("dir")
     board.add_argument("--latex", action="store_true", help="also write leaderboard.tex")
@@ -241,6 +247,8 @@ def cmd_run(args) -> int:
     from ..harness.runner import run_cells
     from ..reporting.writers import render_leaderboard
 
+    if args.dry_run:
+        return cmd_validate(args)
     out = Path(args.out)
     suite = _suite_from_args(args)
     config = _harness_config(args, out, suite)
@@ -266,9 +274,16 @@ def cmd_validate(args) -> int:
     cells = expand(suite)
     config = _harness_config(args, Path(args.out), suite)
     _preflight(args, cells, config, Path(args.out))
-    _executor_from_args(args, suite)
-    check_config(cells, config)
+    executor = _executor_from_args(args, suite)
+    resolved, harness = check_config(cells, config)
     print(f"ok: suite {suite.name}, {len(cells)} cells; every plugin, parameter and data set resolves")
+    if not args.no_estimate:
+        from ..harness.estimate import estimate_cells
+        from ..harness.executors import default_threads
+
+        workers = getattr(executor, "workers", 1)
+        threads = getattr(executor, "threads", 0) or default_threads(workers)
+        print(estimate_cells(resolved, harness, workers=workers, threads=threads).text())
     return 0
 
 

@@ -226,14 +226,18 @@ def unchanged_finished(out_dir: Path, todo: Sequence[tuple[Cell, str]], harness:
     return done
 
 
-def check_config(cells: Sequence[CellSpec], config: HarnessConfig, registry: Registry | None = None) -> None:
-    """What ``bdbench validate`` does: every name, parameter and data set, without training."""
+def check_config(cells: Sequence[CellSpec], config: HarnessConfig,
+                 registry: Registry | None = None) -> tuple[list[Cell], Harness]:
+    """What ``bdbench validate`` does: every name, parameter and data set, without training.
+    Returns the resolved cells and the harness that read their inputs (for the estimate)."""
     registry = registry or registry_for(config)
     config = dataclasses.replace(config, isolation=resolve_isolation(config.isolation))  # starts a sandbox once
     cells = validate_cells(cells, registry, config)
     for cell in cells:
         for plugin in (cell.attack, cell.defense):
             plugin.plugin_class()  # a plugin that fails to import fails validation here
-    Harness(config, registry).check_inputs(cells)
+    harness = Harness(config, registry)
+    harness.check_inputs(cells)
     if not cells:
         raise BdbenchError("the run has no cells")
+    return cells, harness

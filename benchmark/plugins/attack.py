@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import torch
 
+from ..base.workload import Sizes, Workload, eval_work, train_work
 from ..data.examples import Example
 from .contexts import AttackContext
 from .plugin import Plugin
@@ -41,6 +42,14 @@ class Attack(Plugin):
 
     def trigger_texts(self, texts: Sequence[str], ctx: AttackContext) -> list[str | None]:
         raise NotImplementedError
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """The attack phase's model work (:mod:`benchmark.base.workload`): by default the victim
+        recipe over the training set, then the harness's scoring of the attacked model on the test
+        and triggered rows and of the clean model on the triggered rows. An attack whose training
+        differs (another data size, a second model, only some rows) says so by overriding it."""
+        return (train_work(sizes, "train", sizes.victim_epochs) + eval_work(sizes, "test")
+                + eval_work(sizes, "triggered", 2))
 
     def has_clean_reference(self) -> bool:
         """Whether the scenario trains its clean reference model (the victim fine-tuned on the

