@@ -103,3 +103,19 @@ def test_validate_prints_the_estimate_and_run_dry_run_is_validate(tmp_path, tiny
     assert not (tmp_path / "o" / "records.jsonl").exists()
     assert main(["validate", "--no-estimate", *args]) == 0
     assert "expected cost" not in capsys.readouterr().out
+
+
+def test_a_run_with_the_estimate_records_each_cells_expected_phases(tmp_path, tiny_victim_dir):
+    from benchmark.harness.runner import run_cells
+
+    grid = cells(tiny_victim_dir, attacks=("badnets",), defenses=("none", "finetune"), seeds=(0,))
+    config = HarnessConfig(store_dir=str(tmp_path / "store"), device="cpu", precision="fp32", isolation="none")
+    records = run_cells(grid, config, tmp_path / "out", estimate=True)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for record in records:
+        assert set(record["expected_s"]) == {"clean-train", "attack", "defense", "evaluation"}
+    none, finetune = records
+    assert none["expected_s"]["defense"] == 0 and finetune["expected_s"]["defense"] > 0
+    assert none["expected_s"]["attack"] == finetune["expected_s"]["attack"] > 0  # the scenario's one build
+    plain = run_cells(grid, dataclasses.replace(config, store_dir=str(tmp_path / "store2")), tmp_path / "out2")
+    assert all("expected_s" not in r for r in plain)

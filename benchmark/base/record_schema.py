@@ -170,6 +170,11 @@ KEYS: tuple[RecordKey, ...] = (
     _key("train_tokens", ["integer", "null"], "costs", OK, "real (non-padding) tokens the defense trained on"),
     _key("eval_cost", ["object"], "costs", OK, "the harness's own evaluation of the defended model"),
     _key("clean_size", COUNT, "costs", OK, "clean training samples granted to the defense (0 without clean_data)"),
+    _key("expected_s", ["object"], "costs", ["every"], "the cost model's expected seconds of the cell's phases "
+         "before it ran (benchmark.harness.estimate): clean-train, attack, defense, retrain, evaluation, at the "
+         "run's calibration; the builds' figures are the scenario's, whichever cell paid them; absent where the run "
+         "made no estimate (bdbench run --no-estimate, the testing helpers) or from records written before it "
+         "existed", optional=True),
     # -- input detection and correction (benchmark.harness.detection)
     _key("frr", NUMBER, "input_detection", DETECTION, "share of clean test inputs flagged (null for a "
          "corrector)", better="lower"),

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(val)
     for command in (run, val):
         command.add_argument("--no-estimate", action="store_true",
-                            help="validate only: no calibration, no expected cost")
+                            help="no calibration and no expected cost (printed by validate; logged by run, "
+                                 "and in each record as expected_s)")
     board = sub.add_parser("leaderboard", help="render DIR/records.jsonl into tables and plots")
     board.add_argument("dir")
     board.add_argument("--latex", action="store_true", help="also write leaderboard.tex")
@@ -256,7 +257,7 @@ def cmd_run(args) -> int:
     _preflight(args, cells, config, out)
     executor = _executor_from_args(args, suite)
     log.info("%s: %d cells -> %s (store %s)", _grid_name(args, suite), len(cells), out, config.store_dir)
-    records = run_cells(cells, config, out, resume=args.resume, executor=executor)
+    records = run_cells(cells, config, out, resume=args.resume, executor=executor, estimate=not args.no_estimate)
     paths = render_leaderboard(out)
     failed = [r for r in records if r["status"] != "ok"]
     print(f"{len(records) - len(failed)} cells ok, {len(failed)} failed; records: {out / 'records.jsonl'}")

@@ -53,6 +53,7 @@ class Estimate:
     workers: int
     threads: int
     cells: int
+    per_cell: list[dict[str, float]] = dataclasses.field(default_factory=list)  # each cell's phases, in order
 
     @property
     def worker_seconds(self) -> float:
@@ -118,14 +119,19 @@ def _estimate(cells: Sequence[Cell], harness, workers: int, threads: int) -> Est
     sizes_of: dict[tuple, Sizes] = {}
     clean_built, attacks_built = set(), set()
 
-    def add(phase: str, work: Workload, rate: Throughput) -> None:
+    per_cell: list[dict[str, float]] = []
+    builds: dict[tuple, float] = {}  # a build's expected seconds, shown in every cell of it
+
+    def add(phase: str, work: Workload, rate: Throughput) -> float:
         total = phases[phase]
         total.count += 1
         total.train_tokens += work.train_tokens
         total.eval_tokens += work.eval_tokens
-        total.seconds += work.train_tokens * rate.train_s_per_token + work.eval_tokens * rate.eval_s_per_token
+        seconds = work.train_tokens * rate.train_s_per_token + work.eval_tokens * rate.eval_s_per_token
+        total.seconds += seconds
         if work.note:
             total.notes.add(work.note)
+        return seconds
 
     for cell in cells:
         dataset, _ = harness.dataset(cell.dataset)
@@ -144,16 +150,22 @@ def _estimate(cells: Sequence[Cell], harness, workers: int, threads: int) -> Est
         attack = cell.attack.cls(cell.attack.params) if cell.attack.cls is not None else None
         defense = cell.defense.cls(cell.defense.params) if cell.defense.cls is not None else None
         if attack is None or defense is None:
-            continue  # a plugin that failed to import fails its own cells
+            per_cell.append({})  # a plugin that failed to import fails its own cells
+            continue
         if key not in clean_built and attack.has_clean_reference():
             clean_built.add(key)
-            add("clean-train", train_work(sizes, "train", sizes.victim_epochs) + eval_work(sizes, "test"), rate)
+            builds[("clean", key)] = add("clean-train", train_work(sizes, "train", sizes.victim_epochs)
+                                         + eval_work(sizes, "test"), rate)
         if cell.scenario_key() not in attacks_built:
             attacks_built.add(cell.scenario_key())
-            add("attack", attack.workload(sizes), rate)
-        add("defense", defense.workload(sizes), rate)
+            builds[("attack", cell.scenario_key())] = add("attack", attack.workload(sizes), rate)
+        expected = {"clean-train": builds.get(("clean", key), 0.0),
+                    "attack": builds[("attack", cell.scenario_key())],
+                    "defense": add("defense", defense.workload(sizes), rate)}
         if defense.kind == "data_filtering":
-            add("retrain", train_work(sizes, "train", sizes.victim_epochs), rate)
-        add("evaluation", eval_work(sizes, "test") + eval_work(sizes, "triggered"), rate)
+            expected["retrain"] = add("retrain", train_work(sizes, "train", sizes.victim_epochs), rate)
+        expected["evaluation"] = add("evaluation", eval_work(sizes, "test") + eval_work(sizes, "triggered"), rate)
+        per_cell.append({k: float(f"{v:.4g}") for k, v in expected.items()})  # 4 significant digits
     order = ("clean-train", "attack", "defense", "retrain", "evaluation")
-    return Estimate({k: phases[k] for k in order if k in phases}, throughput, workers, threads, len(cells))
+    return Estimate({k: phases[k] for k in order if k in phases}, throughput, workers, threads, len(cells),
+                    per_cell)

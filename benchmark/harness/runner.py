@@ -159,11 +159,13 @@ class _Claims:
 
 def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
               resume: bool = False, executor=None,
-              registry: Registry | None = None) -> list[dict]:
+              registry: Registry | None = None, estimate: bool = False) -> list[dict]:
     """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends.
     ``executor`` defaults to :class:`~benchmark.harness.executors.LocalExecutor`; pooled executors'
     workers load their own registry (:func:`~benchmark.harness.harness.registry_for`), so extra
-    plugins go in ``config.plugins``."""
+    plugins go in ``config.plugins``. ``estimate``: calibrate before the first cell and put each
+    cell's expected phase seconds in its record (``expected_s``; :mod:`benchmark.harness.estimate`),
+    and log the grid's expected cost."""
     registry = registry or registry_for(config)
     out_dir = Path(out_dir)
     config = dataclasses.replace(config, isolation=resolve_isolation(config.isolation),
@@ -184,17 +186,30 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     start = records_end(out_dir)
     todo = [(c, cell_identity(c, config, runtime)["cell_id"]) for c in cells]
     done = unchanged_finished(out_dir, todo, checker) if resume else set()
+    executor = executor or LocalExecutor()
+    expected: dict[str, dict] = {}
+    if estimate:
+        from .estimate import estimate_cells
+        from .executors import default_threads
+
+        pending = [(c, cid) for c, cid in todo if cid not in done]
+        workers = getattr(executor, "workers", 1)
+        threads = getattr(executor, "threads", 0) or default_threads(workers)
+        grid = estimate_cells([c for c, _ in pending], checker, workers=workers, threads=threads)
+        log.info("%s", grid.text())
+        expected = {cid: e for (_, cid), e in zip(pending, grid.per_cell)}
     del checker  # workers build their own harness; the driver keeps none
     todo = [(c, cid) for c, cid in todo if cid not in done]
     if len(todo) < len(cells):
         log.info("resume: %d of %d cells already finished", len(cells) - len(todo), len(cells))
     claims = _Claims(out_dir, todo, done, start)
     records = []
-    executor = executor or LocalExecutor()
     watch = _Progress(len(todo))
     try:
         for cells_now in claims.rounds():  # one pass of the executor per round (_Claims says why)
             for record in executor.run(cells_now, config, registry):
+                if record["cell_id"] in expected:
+                    record["expected_s"] = expected[record["cell_id"]]
                 warn_if_malformed(record)
                 append_record(out_dir, record)
                 claims.release(record["cell_id"])
