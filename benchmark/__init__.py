@@ -39,7 +39,7 @@ The public API for plugin authors (``docs/adding-a-defense.md``): :class:`Attack
 * weight updates computed at every forward pass and merged at the end
   (:mod:`benchmark.model.lowrank`): :class:`LowRank`, :class:`MultiScale`, :class:`ParamGenerator`,
   :class:`Generated`, :func:`parametrize_tensor`, :func:`update_factors`, :func:`trainable_factors`,
-  :func:`merge_updates`, :func:`modules_named`, :func:`linear_shape`, :func:`spectral_ratios`; and
+  :func:`merge_updates`, :func:`modules_named`, :func:`linear_shape`, :func:`kaiming_uniform`, :func:`spectral_ratios`; and
   :func:`target_modules` (LoRA's per-family targets, :mod:`benchmark.model.lora`);
 * a plugin's declared cost (:mod:`benchmark.base.workload`): :class:`Sizes`, :class:`Workload`,
   :func:`train_work`, :func:`eval_work`;
@@ -86,7 +86,7 @@ _PUBLIC = {
     "clone_model": "benchmark.model.victims",
     "target_modules": "benchmark.model.lora",
     **dict.fromkeys(("Sizes", "Workload", "eval_work", "train_work"), "benchmark.base.workload"),
-    **dict.fromkeys(("Generated", "LowRank", "MultiScale", "ParamGenerator", "linear_shape", "merge_updates",
+    **dict.fromkeys(("Generated", "LowRank", "MultiScale", "ParamGenerator", "kaiming_uniform", "linear_shape", "merge_updates",
                      "modules_named", "parametrize_tensor", "spectral_ratios", "trainable_factors", "update_factors"),
                     "benchmark.model.lowrank"),
 }

@@ -73,6 +73,7 @@ from benchmark import (
     eval_work,
     hparam,
     is_decoder,
+    kaiming_uniform,
     merge_updates,
     modules_named,
     parametrize_tensor,
@@ -115,9 +116,10 @@ class MuScleLoRA(RobustTrainer):
         min_ref_loss: float | None = hparam(None, range="[0, )")  # None: 0.4, 0
         select: str = hparam("best_dev", choices=("best_dev", "last"))
 
-    def settings(self, model: torch.nn.Module) -> dict:
-        """The parameters with every unset value taken from the reference's table for the model's kind."""
-        table = DECODER if is_decoder(model) else ENCODER
+    def settings(self, model: torch.nn.Module | None) -> dict:
+        """The parameters with every unset value taken from the reference's table for the model's
+        kind (None: an encoder's)."""
+        table = DECODER if model is not None and is_decoder(model) else ENCODER
         values = dataclasses.asdict(self.params)
         return {k: (table[k] if k in table and values[k] in (None, ()) else v) for k, v in values.items()}
 
@@ -125,11 +127,10 @@ class MuScleLoRA(RobustTrainer):
         """The training run, a reference batch's forward and backward pass at every step (at the
         dev split's mean length), and one evaluation of the selection data per epoch; an encoder's
         settings where a value is unset (the model's kind is not known before it loads)."""
-        s = {k: (ENCODER[k] if k in ENCODER and v in (None, ()) else v)
-             for k, v in dataclasses.asdict(self.params).items()}
-        steps = s["epochs"] * math.ceil(sizes.train / 32)
+        s = self.settings(None)
+        steps = s["epochs"] * math.ceil(sizes.train / sizes.defense_batch_size)
         reference = steps * s["reference_batch"] * sizes.tokens_per("dev") if s["alignment"] else 0.0
-        return (Workload(note="an encoder's settings where unset; batches of 32") + train_work(sizes, "train", s["epochs"])
+        return (Workload(note="an encoder's settings where unset") + train_work(sizes, "train", s["epochs"])
                 + Workload(train_tokens=reference) + eval_work(sizes, "dev", s["epochs"]))
 
     def train(self, ctx: DefenseContext) -> DefenseOutput:
@@ -237,11 +238,11 @@ class TwoLayerHead(torch.nn.Module):
     def __init__(self, score: torch.nn.Linear, multiscale: tuple, generator: torch.Generator):
         super().__init__()
         hidden, labels = score.in_features, score.out_features
-        bound = hidden ** -0.5  # nn.Linear's default init: U(±1/√fan_in), both layers fan_in = hidden
-        self.register_buffer("out", (torch.rand(labels, hidden, generator=generator) * 2 - 1) * bound)
+        # nn.Linear's default init, seeded: U(±1/√fan_in), both layers' fan_in = hidden
+        self.register_buffer("out", kaiming_uniform((labels, hidden), generator))
         self.dense = torch.nn.Linear(hidden, hidden, bias=False)
         with torch.no_grad():
-            self.dense.weight.copy_((torch.rand(hidden, hidden, generator=generator) * 2 - 1) * bound)
+            self.dense.weight.copy_(kaiming_uniform((hidden, hidden), generator))
         self.dense.weight.requires_grad_(False)
         parametrize_tensor(self.dense, "weight", MultiScale(self.dense, *multiscale, generator=generator))
 

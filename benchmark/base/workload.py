@@ -17,7 +17,8 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     """One scenario's split sizes in samples and real tokens (special tokens included, truncated
-    at the budget's length), and the epochs of its two shared recipes."""
+    at the budget's length), the epochs of its two shared recipes and the defense recipe's batch
+    size."""
 
     train: int
     train_tokens: int
@@ -31,6 +32,7 @@ class Sizes:
     triggered_tokens: int
     victim_epochs: int
     defense_epochs: int
+    defense_batch_size: int = 32  # the defense recipe's (TrainConfig's default where not given)
 
     def tokens_per(self, split: str) -> float:
         """Mean real tokens per sample of ``split`` (train, clean, dev, test, triggered)."""

@@ -279,11 +279,9 @@ def cmd_validate(args) -> int:
     resolved, harness = check_config(cells, config)
     print(f"ok: suite {suite.name}, {len(cells)} cells; every plugin, parameter and data set resolves")
     if not args.no_estimate:
-        from ..harness.estimate import estimate_cells
-        from ..harness.executors import default_threads
+        from ..harness.estimate import estimate_cells, executor_shape
 
-        workers = getattr(executor, "workers", 1)
-        threads = getattr(executor, "threads", 0) or default_threads(workers)
+        workers, threads = executor_shape(executor)
         print(estimate_cells(resolved, harness, workers=workers, threads=threads).text())
     return 0
 

@@ -87,10 +87,18 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f}m"
 
 
-def scenario_sizes(cell: Cell, dataset, tokenizer) -> Sizes:
-    """The token counts of ``cell``'s splits, tokenized at its budget's length."""
+def executor_shape(executor) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` an executor will run with."""
+    from .executors import default_threads
+
+    workers = getattr(executor, "workers", 1)
+    return workers, getattr(executor, "threads", 0) or default_threads(workers)
+
+
+def scenario_sizes(cell: Cell, splits: Splits, tokenizer) -> Sizes:
+    """The token counts of ``cell``'s splits (``Splits.limited`` of its data set), tokenized at
+    its budget's length."""
     budget = cell.budget
-    splits = Splits.limited(dataset, budget, cell.seed)
     clean = clean_subset(splits.train, budget.clean_fraction, cell.seed)
     nontarget = [ex for ex in splits.test if ex.label != budget.target_label]
 
@@ -98,7 +106,7 @@ def scenario_sizes(cell: Cell, dataset, tokenizer) -> Sizes:
         return len(examples), encode(tokenizer, list(examples), budget.max_length).num_tokens if examples else 0
 
     return Sizes(*count(splits.train), *count(clean), *count(splits.dev), *count(splits.test), *count(nontarget),
-                 budget.victim_training.epochs, budget.defense_training.epochs)
+                 budget.victim_training.epochs, budget.defense_training.epochs, budget.defense_training.batch_size)
 
 
 def estimate_cells(cells: Sequence[Cell], harness, *, workers: int, threads: int) -> Estimate:
@@ -137,13 +145,14 @@ def _estimate(cells: Sequence[Cell], harness, workers: int, threads: int) -> Est
         dataset, _ = harness.dataset(cell.dataset)
         tokenizer = harness.tokenizer(cell.victim)
         key = (cell.dataset, cell.victim, cell.seed, cell.budget)
+        splits = None
         if key not in sizes_of:
-            sizes_of[key] = scenario_sizes(cell, dataset, tokenizer)
+            splits = Splits.limited(dataset, cell.budget, cell.seed)
+            sizes_of[key] = scenario_sizes(cell, splits, tokenizer)
         sizes = sizes_of[key]
-        if cell.victim not in throughput:
+        if cell.victim not in throughput:  # the victim's first cell: its splits were just made
             model = harness.pretrained_loader(cell.victim, dataset.num_labels, 0)()
-            train = encode(tokenizer, list(Splits.limited(dataset, cell.budget, cell.seed).train),
-                           cell.budget.max_length)
+            train = encode(tokenizer, list(splits.train), cell.budget.max_length)
             throughput[cell.victim] = measure_throughput(model, train, harness.runtime,
                                                          batch_size=cell.budget.victim_training.batch_size)
         rate = throughput[cell.victim]

@@ -189,12 +189,10 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
     executor = executor or LocalExecutor()
     expected: dict[str, dict] = {}
     if estimate:
-        from .estimate import estimate_cells
-        from .executors import default_threads
+        from .estimate import estimate_cells, executor_shape
 
         pending = [(c, cid) for c, cid in todo if cid not in done]
-        workers = getattr(executor, "workers", 1)
-        threads = getattr(executor, "threads", 0) or default_threads(workers)
+        workers, threads = executor_shape(executor)
         grid = estimate_cells([c for c, _ in pending], checker, workers=workers, threads=threads)
         log.info("%s", grid.text())
         expected = {cid: e for (_, cid), e in zip(pending, grid.per_cell)}

@@ -43,7 +43,7 @@ def linear_shape(module: torch.nn.Module) -> tuple[int, int, bool]:
     raise UsageError(f"a low-rank update needs a Linear or Conv1D module, not {type(module).__name__}")
 
 
-def _kaiming(shape: Sequence[int], generator: torch.Generator | None) -> torch.Tensor:
+def kaiming_uniform(shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
     """``torch.nn.init.kaiming_uniform_(a=√5)``: U(±1/√fan_in), fan_in = ``shape[1]``, seeded."""
     bound = 1.0 / math.sqrt(shape[1])
     return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
@@ -59,7 +59,7 @@ class LowRank(torch.nn.Module):
         fan_in, fan_out, self.transposed = linear_shape(module)
         self.scale = scale
         if sources is None:
-            self.A = torch.nn.Parameter(_kaiming((rank, fan_in), generator))
+            self.A = torch.nn.Parameter(kaiming_uniform((rank, fan_in), generator))
             self.B = torch.nn.Parameter(torch.zeros(fan_out, rank))
         else:
             self.sources = torch.nn.ModuleList(sources)
@@ -84,8 +84,8 @@ class MultiScale(torch.nn.Module):
         width = len(scales) * inner_rank
         self.scale = scale
         self.register_buffer("k", torch.tensor([float(s) for s in scales for _ in range(inner_rank)]))
-        self.L = torch.nn.Parameter(_kaiming((width, fan_in), generator))
-        self.R = torch.nn.Parameter(_kaiming((fan_out, width), generator))
+        self.L = torch.nn.Parameter(kaiming_uniform((width, fan_in), generator))
+        self.R = torch.nn.Parameter(kaiming_uniform((fan_out, width), generator))
 
     def delta(self) -> torch.Tensor:
         update = self.scale * (self.R @ (self.L * self.k[:, None]))
@@ -108,8 +108,8 @@ class ParamGenerator(torch.nn.Module):
         self.size = size
         self.embedding = torch.nn.Parameter(torch.zeros(in_dim) if zero_input
                                             else torch.rand(in_dim, generator=generator))
-        self.hidden = torch.nn.Parameter(_kaiming((mid_dim, in_dim), generator))
-        self.out = torch.nn.Parameter(_kaiming((size, mid_dim), generator))
+        self.hidden = torch.nn.Parameter(kaiming_uniform((mid_dim, in_dim), generator))
+        self.out = torch.nn.Parameter(kaiming_uniform((size, mid_dim), generator))
 
     def forward(self) -> torch.Tensor:
         return self.out @ torch.tanh(self.hidden @ self.embedding)
