@@ -17,7 +17,10 @@ Algorithm (transformer adaptation of methods.md B2):
    BackdoorBench's ``once_prune_ratio``), measuring clean dev accuracy after each step; stop at the
    first step whose accuracy falls more than ``tolerance`` below the unpruned model's and keep the
    previous ratio (the largest ratio with acc ≥ acc_0 − τ). A neuron is pruned by zeroing its row of
-   the projection's weight and its bias, so its activation is exactly act(0) = 0.
+   the projection's weight and its bias, so its activation is exactly act(0) = 0. ``search="bisect"``
+   finds the stopping step with about 2·log2(steps) dev evaluations instead of one per step (doubling,
+   then bisection; :func:`_last_step_within`): the same step wherever dev accuracy crosses the
+   tolerance once, a later crossing where it falls below and rises above it again.
 3. Fine-tune the pruned model on the clean data with the shared recipe, keeping the mask in force:
    a gradient hook zeroes the pruned rows' gradients (so AdamW never moves them) and ``post_step``
    re-zeroes the rows after every optimiser step.
@@ -44,7 +47,10 @@ unit is the FFN neuron, not a convolutional channel. Model access: ``benchmark.e
 and ``benchmark.ffn_units`` (BERT, RoBERTa, ELECTRA, DeBERTa-v2 ``act(intermediate.dense(x))``,
 DistilBERT ``act(ffn.lin1(x))``, GPT-2 ``act(mlp.c_fc(x))``, Llama and Qwen2 the gated
 ``act(gate_proj(x)) * up_proj(x)``, pruned by zeroing both rows). On decoders the ranking averages
-over every real token, as on encoders (methods.md F6 suggests the pooled token only: not done here).
+over every real token by default, as on encoders; ``tokens="pooled"`` ranks by the activation at
+the token the head reads (a decoder's last real token, an encoder's first), methods.md F6's
+recommendation for decoders. It applies to every candidate layer: below the last one, other
+tokens reach the pooled one through attention, which the pooled-token mean does not count.
 Under ``joint``, raw mean activations are compared across layers (their scales differ: the
 ranking prunes first where the least active neurons are, which is the method's premise);
 ``per_layer`` is the variant that does not compare scales.
@@ -55,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -69,6 +76,7 @@ from benchmark import (
     eval_work,
     ffn_units,
     hparam,
+    pooled_positions,
     resolve_layers,
     train_work,
 )
@@ -85,9 +93,13 @@ class FinePruning(Defense):
         scope: Literal["joint", "per_layer", "layer"] = "joint"
         layer: int = -1  # scope="layer": the encoder layer to prune, 1..L; -1 = the last (Liu: the last conv layer)
         score: Literal["mean", "abs_mean"] = "mean"  # signed mean activation (methods.md B2) or mean |a|
+        # the tokens the mean runs over: every real token, or only the one the task head reads (methods.md F6 item 5)
+        tokens: Literal["all", "pooled"] = "all"
         tolerance: float = hparam(0.04, range="[0, )")  # allowed clean-dev accuracy drop; Liu 4% [recalled], BackdoorBench 0.1
         step: float = hparam(0.01, range="(0, 1]")  # share of the candidate neurons pruned per step (BackdoorBench once_prune_ratio)
         max_ratio: float = hparam(1.0, range="(0, 1]")  # never prune more than this share of the candidates
+        # how the stopping step is found: every step in turn (version 2), or doubling then bisection
+        search: Literal["scan", "bisect"] = "scan"
         lr: float | None = hparam(None, range="(0, )")  # None: the shared defense recipe's lr (Budget.defense_training)
         epochs: int | None = hparam(None, range="[1, )")  # None: the shared defense recipe's epochs
 
@@ -97,6 +109,8 @@ class FinePruning(Defense):
         fine-tuning."""
         p = self.params
         steps = math.ceil(p.max_ratio / p.step)
+        if p.search == "bisect":  # doubling, then bisection of the last doubling's bracket
+            steps = 2 * max(1, math.ceil(math.log2(steps))) + 1
         epochs = p.epochs if p.epochs is not None else sizes.defense_epochs
         return (Workload(note=f"at most {steps} pruning steps (the stopping rule ends them earlier)")
                 + eval_work(sizes, "clean") + eval_work(sizes, "dev", 1 + steps) + train_work(sizes, "clean", epochs))
@@ -111,26 +125,29 @@ class FinePruning(Defense):
         total = sum(unit.width for unit in units)
 
         # -- 1. rank the candidate neurons by mean activation on the clean data (least active first)
-        scores = _mean_activations(model, units, ctx, absolute=p.score == "abs_mean")
+        scores = _mean_activations(model, units, ctx, absolute=p.score == "abs_mean", pooled=p.tokens == "pooled")
         plan = _PruneOrder(scores, jointly=p.scope == "joint")
 
         # -- 2. prune step by step until clean dev accuracy drops by more than the tolerance
         originals = [[param.detach().clone() for param, _ in unit.incoming] for unit in units]
         dev = _DevReplay(model, layers, min(indices), ctx)
         acc0 = dev.accuracy()
-        curve, chosen = [[0.0, round(acc0, 4)]], 0.0
-        for k in range(1, int(round(p.max_ratio / p.step)) + 1):
+        curve = [[0.0, round(acc0, 4)]]
+
+        def within_tolerance(k: int, accuracy=dev.accuracy) -> bool:
             ratio = min(1.0, k * p.step)
             _set_masks(units, originals, plan.pruned(ratio))
-            acc = dev.accuracy()
+            acc = accuracy()
             curve.append([round(ratio, 4), round(acc, 4)])
-            if acc < acc0 - p.tolerance:
-                break
-            chosen = ratio
+            return acc >= acc0 - p.tolerance
+
+        steps = int(round(p.max_ratio / p.step))
+        chosen = min(1.0, _last_step_within(within_tolerance, steps, p.search) * p.step)
+        curve.sort()
         pruned = plan.pruned(chosen)
         keeps = _set_masks(units, originals, pruned)
         dev_pruned = dev.accuracy()
-        del dev
+        del dev, within_tolerance  # the replayed layer outputs are not needed for the fine-tuning
 
         # -- 3. fine-tune with the mask in force (gradient hooks + re-zeroing after each step)
         hooks = []
@@ -159,6 +176,36 @@ class FinePruning(Defense):
         if p.scope == "layer":
             info["layer"] = indices[0] + 1
         return DefenseOutput(model, info=info)
+
+
+def _last_step_within(within: Callable[[int], bool], steps: int, search: str) -> int:
+    """The stopping rule: the step before the first of ``1..steps`` for which ``within`` (dev
+    accuracy within the tolerance) is false, or ``steps`` if there is none.
+
+    ``"scan"`` asks every step in turn until the first failure (up to ``steps`` calls). ``"bisect"``
+    asks steps 1, 2, 4, ... until one fails, then bisects between the last passing and the first
+    failing one (about 2·log2(steps) calls). The two agree whenever the steps pass up to some step
+    and fail after it; where dev accuracy falls below the tolerance and later rises above it again,
+    bisection may return a later crossing (and, when no doubling fails, ``steps`` itself)."""
+    if search == "scan":
+        for k in range(1, steps + 1):
+            if not within(k):
+                return k - 1
+        return steps
+    passing, k = 0, 1
+    while within(k):
+        passing = k
+        if k == steps:
+            return steps
+        k = min(2 * k, steps)
+    failing = k
+    while failing - passing > 1:
+        middle = (passing + failing) // 2
+        if within(middle):
+            passing = middle
+        else:
+            failing = middle
+    return passing
 
 
 class _PruneOrder:
@@ -200,9 +247,10 @@ def _along(keep: torch.Tensor, param: torch.Tensor, dim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- the three steps
 
 @torch.no_grad()
-def _mean_activations(model, units, ctx: DefenseContext, absolute: bool) -> list[torch.Tensor]:
+def _mean_activations(model, units, ctx: DefenseContext, absolute: bool, pooled: bool = False) -> list[torch.Tensor]:
     """Mean activation of each neuron of each layer's FFN (:func:`benchmark.ffn_units`) over the
-    non-padding tokens of the clean data, in one pass."""
+    non-padding tokens of the clean data (``pooled``: over the token each row's task head reads,
+    :func:`benchmark.pooled_positions`), in one pass."""
     totals = [torch.zeros(unit.width, dtype=torch.float64) for unit in units]
     state = {}
 
@@ -214,9 +262,14 @@ def _mean_activations(model, units, ctx: DefenseContext, absolute: bool) -> list
         return sink
 
     def forward(model, batch) -> int:
-        state["mask"] = batch["attention_mask"]
+        mask = batch["attention_mask"]
+        if pooled:
+            rows = torch.arange(mask.shape[0], device=mask.device)
+            mask = torch.zeros_like(mask)
+            mask[rows, pooled_positions(model, batch["attention_mask"]).to(mask.device)] = 1
+        state["mask"] = mask
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return int(batch["attention_mask"].sum())
+        return int(mask.sum())
 
     handles = [unit.capture(sink_for(total)) for unit, total in zip(units, totals)]
     try:

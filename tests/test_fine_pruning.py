@@ -4,6 +4,7 @@ three scopes prune what they say, and the cached dev evaluation agrees with a fu
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from benchmark.testing import defense_context, demo_dataset, load_tokenizer, mod
 from defenses.fine_pruning import (
     FinePruning,
     _DevReplay,
+    _last_step_within,
     _mean_activations,
     _set_mask,
 )
@@ -68,6 +70,50 @@ def test_stopping_rule_keeps_the_last_ratio_within_tolerance(trained, make_defen
     assert info["pruned"] == round(info["prune_ratio"] * info["neurons"])
 
 
+def asking(verdicts: dict[int, bool] | None, crossing: int | None = None):
+    """A dev check that answers ``verdicts[k]`` (or "within" below ``crossing``) and logs each step asked."""
+    asked: list[int] = []
+
+    def within(k: int) -> bool:
+        asked.append(k)
+        return verdicts[k] if verdicts is not None else k < crossing
+
+    return within, asked
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 64, 100])
+def test_bisection_finds_the_scans_step_where_accuracy_crosses_once(steps):
+    for crossing in range(1, steps + 2):  # the first failing step; steps + 1: none fails
+        scan, scanned = asking(None, crossing)
+        bisect, bisected = asking(None, crossing)
+        assert _last_step_within(scan, steps, "scan") == _last_step_within(bisect, steps, "bisect") == crossing - 1
+        assert len(scanned) == min(crossing, steps)
+        assert len(bisected) <= 2 * math.ceil(math.log2(steps)) + 1  # steps == 1: one question
+        assert len(set(bisected)) == len(bisected)  # no step is evaluated twice
+
+
+def test_bisection_returns_a_crossing_where_accuracy_recovers():
+    verdicts = {k: k < 5 or 7 <= k < 12 for k in range(1, 17)}  # fails at 5-6, within again at 7-11
+    scan, _ = asking(verdicts)
+    bisect, asked = asking(verdicts)
+    assert _last_step_within(scan, 16, "scan") == 4  # the first failure ends the scan
+    found = _last_step_within(bisect, 16, "bisect")
+    assert found == 11 and verdicts[found] and not verdicts[found + 1]  # a later crossing: step 8 passed
+    assert asked == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_bisect_search_prunes_to_a_ratio_its_curve_supports(trained, make_defense_ctx):
+    ctx = make_defense_ctx(REQUIRES)
+    params = FinePruning.Params(tolerance=0.05, step=0.1, epochs=1, search="bisect")
+    info = FinePruning(params).purify(clone_model(trained), ctx).info
+    acc0 = info["curve"][0][1]
+    ratios = [ratio for ratio, _ in info["curve"]]
+    assert ratios == sorted(ratios) and len(ratios) <= 1 + 2 * math.ceil(math.log2(10)) + 1
+    for ratio, acc in info["curve"][1:]:  # every step asked at or below the chosen ratio is within tolerance
+        assert (acc >= acc0 - params.tolerance) == (ratio <= info["prune_ratio"] + params.step / 2)
+    assert info["pruned"] == round(info["prune_ratio"] * info["neurons"])
+
+
 def test_least_active_neurons_are_pruned_first(trained, make_defense_ctx):
     ctx = make_defense_ctx(REQUIRES)
     model = clone_model(trained)
@@ -87,6 +133,32 @@ def test_mean_activation_ignores_padding(trained, make_defense_ctx, demo_small):
     n_long = len(make_defense_ctx(REQUIRES).encode([long]).input_ids[0])
     expected = (alone * n_short + solo_long * n_long) / (n_short + n_long)  # token-weighted, no pad tokens
     assert torch.allclose(both, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_pooled_mean_reads_only_the_token_the_head_reads(tmp_path, family):
+    """``tokens="pooled"``: the mean over an encoder's first token and a decoder's last real token
+    (right padding), checked against each example's activations run alone, unpadded."""
+    folder = tiny_victim(tmp_path, family)
+    data = demo_dataset(0, n_train=48, n_dev=24, n_test=8)
+    clean = [data.train[0], max(data.train[:40], key=lambda ex: len(ex.text))]  # two lengths: one is padded
+    tokenizer = load_tokenizer(folder)
+    ctx = defense_context(tokenizer, data, REQUIRES, clean=clean)
+    model = model_factory(folder)().eval()
+    last = unit(model, 1)
+    (pooled,) = _mean_activations(model, [last], ctx, absolute=False, pooled=True)
+    (every,) = _mean_activations(model, [last], ctx, absolute=False)
+    alone = []
+    for example in clean:
+        ids = torch.tensor([ctx.encode([example]).input_ids[0]])
+        seen = []
+        handle = last.capture(seen.append)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        handle.remove()
+        alone.append(seen[0][0, 0 if family == "bert" else -1].float())
+    assert torch.allclose(pooled, torch.stack(alone).mean(0), atol=2e-2)
+    assert not torch.allclose(pooled, every, atol=2e-2)  # not the all-token mean
 
 
 def test_joint_scope_prunes_the_least_active_neurons_of_every_layer_together(trained, make_defense_ctx):
