@@ -126,6 +126,26 @@ def test_a_dirty_checkout_is_named_with_its_diffs_hash_and_counted_on_the_page(t
     assert items["isolation"].startswith("process (3 records)")
 
 
+def test_records_name_the_processors_kernel_features_and_the_page_shows_them():
+    """Two CPUs of one model name can choose different matmul kernels (AMX or AVX-512 BF16) and
+    train different weights from one seed: records say which features the machine had."""
+    from benchmark.base import provenance
+    from benchmark.reporting.summary import run_summary
+
+    xeon = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    epyc = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\nflags\t\t: amx_bf16\n"
+    assert provenance.kernel_flags(xeon) == "amx_bf16 amx_tile avx512_bf16 avx512f avx2"
+    assert provenance.kernel_flags(epyc) == "avx512_bf16 avx512f avx2"  # the first flags line only
+    assert provenance.kernel_flags("model name\t: toy\nflags\t: fpu\n") == ""
+    assert provenance.kernel_flags("model name\t: no flags line\n") is None
+    here = provenance.provenance("id", "fp32", "cpu")
+    assert here.get("processor_kernels") == provenance.processor_kernels()
+    records = [{"status": "ok", "dataset": "d", "seed": 0, "attack_label": "a", "defense_label": "none",
+                "provenance": {"processor": name, **({"processor_kernels": kernels} if kernels else {})}}
+               for name, kernels in (("Xeon", "amx_bf16 avx2"), ("Xeon", None), ("EPYC", "avx2"))]
+    assert dict(run_summary(records, []))["device"].endswith("EPYC (avx2), Xeon, Xeon (amx_bf16 avx2)")
+
+
 def test_a_victim_head_of_other_classes_is_said_once_not_resized_silently(tmp_path, caplog):
     import logging
 

@@ -73,10 +73,38 @@ def processor() -> str | None:
     return name if name and name != platform.machine() else None
 
 
+# The CPU features that choose the bf16 and fp32 matmul kernels (oneDNN's AMX, AVX-512 BF16, AVX-512,
+# AVX2 paths): two machines that differ in these can train different weights from the same seed,
+# whatever their model names say (results/README.md, "Reproducibility across machines").
+KERNEL_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def kernel_flags(cpuinfo: str) -> str | None:
+    """Of :data:`KERNEL_FLAGS`, those the first ``flags`` line of a ``/proc/cpuinfo`` text lists,
+    space-separated in that order; None without such a line."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return " ".join(flag for flag in KERNEL_FLAGS if flag in present)
+    return None
+
+
+@functools.cache
+def processor_kernels() -> str | None:
+    """:func:`kernel_flags` of this machine (Linux), else None."""
+    try:
+        return kernel_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
 def provenance(config_hash: str, precision: str, device: str) -> dict:
     out = {"bdbench_version": __version__, "git_revision": git_revision(), "libraries": library_versions(),
            "platform": platform.platform(), "processor": processor(), "config_hash": config_hash,
            "precision": precision, "device_type": device}
+    kernels = processor_kernels()
+    if kernels is not None:
+        out["processor_kernels"] = kernels
     diff = git_diff_digest()
     if diff is not None:
         out["git_diff_sha256"] = diff

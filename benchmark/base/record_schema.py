@@ -222,7 +222,8 @@ KEYS: tuple[RecordKey, ...] = (
          "it isolates none", optional=True),
     # -- provenance
     _key("provenance", ["object"], "provenance", ["every"], "bdbench_version, git_revision, libraries, platform, "
-         "processor (the CPU's model name, where known), config_hash (= cell_id), precision, device_type, "
+         "processor (the CPU's model name, where known), processor_kernels (its kernel-choosing features: "
+         "amx_bf16, amx_tile, avx512_bf16, avx512f, avx2, where known), config_hash (= cell_id), precision, device_type, "
          "threads; for data sets read by the run: "
          "dataset_source (such as dir:<folder name>), dataset_fingerprint of every text and label, "
          "dataset_dev_carved, and dataset_labels where labels were mapped to indices; victim_weights where the "

@@ -121,7 +121,9 @@ def run_summary(ok: list[dict], failed: list[dict]) -> list[tuple[str, str]]:
     platform = _joined(p.get("platform") for p in provenance)
     if platform:
         device.append(platform)
-    processors = _joined(p.get("processor") for p in provenance)
+    processors = _joined(p.get("processor") and (f"{p['processor']} ({p['processor_kernels']})"
+                                                 if p.get("processor_kernels") else p["processor"])
+                         for p in provenance)
     if processors:
         unnamed = sum(1 for p in provenance if not p.get("processor"))  # written before the field existed
         if unnamed:
