@@ -60,7 +60,7 @@ class _FakePool(PooledExecutor):
 
     def __init__(self, workers, fail_build=False):
         super().__init__(workers, threads=1)
-        self.log, self.fail_build = [], fail_build
+        self.log, self.fail_build, self.events = [], fail_build, []
 
     def _submit(self, task, config):
         self.log.append((task.kind, task.cell.seed, task.cell.defense.name))
@@ -73,6 +73,7 @@ class _FakePool(PooledExecutor):
         task = handle[1]
         if task.kind == "build":
             return "RuntimeError: attack failed" if self.fail_build else None
+        self.events.append(("finished", f"{task.cell.seed}-{task.cell.defense.name}"))
         return {"cell_id": f"{task.cell.seed}-{task.cell.defense.name}", "status": "ok"}
 
 
@@ -88,7 +89,23 @@ def test_each_scenario_is_built_once_before_its_cells(tiny_victim_dir):
         first_cell = min(i for i, e in enumerate(pool.log) if e[0] == "cell" and e[1] == seed)
         build = next(i for i, e in enumerate(pool.log) if e[0] == "build" and e[1] == seed)
         assert build < first_cell
-    assert [r["cell_id"] for r in records] == [f"{c.seed}-{c.defense.name}" for c in todo]  # draw order
+    assert sorted(r["cell_id"] for r in records) == sorted(f"{c.seed}-{c.defense.name}" for c in todo)
+
+
+def test_each_record_is_handed_back_as_its_cell_finishes(tiny_victim_dir):
+    """A record is yielded (and so written) before any other task finishes, even when cells drawn
+    before it are still computing: stopping the run then loses no finished cell."""
+    pool = _FakePool(workers=2)  # finishes the newest task first: later cells overtake earlier ones
+    config = HarnessConfig(store_dir="unused")
+    todo = resolve_cells(cells(tiny_victim_dir, defenses=("none", "finetune", "nad"), seeds=(0, 1)),
+                         default_registry(), config)
+    for record in pool.run(iter(todo), config, None):
+        pool.events.append(("handed back", record["cell_id"]))
+    finished = [cell for event, cell in pool.events if event == "finished"]
+    assert finished != [f"{c.seed}-{c.defense.name}" for c in todo]  # they did finish out of draw order
+    for k, (event, cell) in enumerate(pool.events):
+        if event == "finished":
+            assert pool.events[k + 1] == ("handed back", cell)
 
 
 def test_a_failed_build_fails_its_cells_without_rebuilding(tiny_victim_dir):

@@ -2,8 +2,12 @@
 machine) and ``ray`` (Ray tasks, on this machine or a cluster).
 
 Every executor receives the cells as an iterator that claims each cell as it is drawn (see
-:func:`benchmark.harness.runner.run_cells`), and yields one record per cell in the order the cells were
-drawn, so the records file reads in the same order whichever executor wrote it.
+:func:`benchmark.harness.runner.run_cells`), and yields one record per cell as soon as the cell
+finishes, so that the runner writes it to the records file at once: a run stopped while a long cell
+is in flight loses only the cells still computing, never one that finished behind it. Pooled
+executors therefore write the file in the order cells finish (a local run's is the draw order);
+``run_cells`` returns the records in draw order, and the leaderboard reads the last record of
+each cell whatever its place in the file.
 
 The pooled executors share one scheduler (:class:`PooledExecutor`):
 
@@ -176,8 +180,7 @@ class PooledExecutor:
         inflight: dict = {}
         retries: collections.deque[_Task] = collections.deque()  # run one at a time, nothing beside them
         solo = False
-        finished: dict[int, dict] = {}
-        next_out = 0
+        finished: list[dict] = []  # records not yet handed back
         drawn = 0
         self._open(config)
         try:
@@ -210,7 +213,7 @@ class PooledExecutor:
                     elif scenarios[key] == "":
                         ready.append(task)
                     else:
-                        finished[task.order] = failed_record(cell, config, scenarios[key])
+                        finished.append(failed_record(cell, config, scenarios[key]))
                 if not inflight and not ready and not retries:
                     if exhausted:
                         break
@@ -238,18 +241,15 @@ class PooledExecutor:
                         scenarios[key] = value or ""
                         for waiter in waiting.pop(key, []):
                             if value:
-                                finished[waiter.order] = failed_record(waiter.cell, config, value)
+                                finished.append(failed_record(waiter.cell, config, value))
                             else:
                                 ready.append(waiter)
                     else:
-                        finished[task.order] = value
-                # -- hand records back in draw order
-                while next_out in finished:
-                    yield finished.pop(next_out)
-                    next_out += 1
-            while next_out in finished:
-                yield finished.pop(next_out)
-                next_out += 1
+                        finished.append(value)
+                # -- hand records back as they finish
+                yield from finished
+                finished.clear()
+            yield from finished
         finally:
             self._close()
 

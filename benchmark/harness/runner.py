@@ -160,7 +160,8 @@ class _Claims:
 def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | os.PathLike, *,
               resume: bool = False, executor=None,
               registry: Registry | None = None, estimate: bool = False) -> list[dict]:
-    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends.
+    """Run ``cells`` (skipping finished ones with ``resume``), appending each record as it ends;
+    returns this run's records in the cells' order (the file holds them in the order they ended).
     ``executor`` defaults to :class:`~benchmark.harness.executors.LocalExecutor`; pooled executors'
     workers load their own registry (:func:`~benchmark.harness.harness.registry_for`), so extra
     plugins go in ``config.plugins``. ``estimate``: calibrate before the first cell and put each
@@ -220,7 +221,8 @@ def run_cells(cells: Sequence[CellSpec], config: HarnessConfig, out_dir: str | o
             claims.release_all()  # the executor finished its round: nothing of it is still computing
     finally:
         claims.release_all()
-    return records
+    drawn = {cell_id: i for i, (_, cell_id) in enumerate(todo)}
+    return sorted(records, key=lambda r: drawn.get(r["cell_id"], len(drawn)))  # executors yield as cells finish
 
 
 def unchanged_finished(out_dir: Path, todo: Sequence[tuple[Cell, str]], harness: Harness) -> set[str]:
