@@ -56,19 +56,24 @@ def library_versions() -> dict[str, str]:
 
 
 @functools.cache
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo`` (Linux), or "" where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+@functools.cache
 def processor() -> str | None:
     """The CPU's model name, so that CPU seconds from different machines are not read as one.
 
     ``platform.processor()`` gives only the architecture on Linux; ``/proc/cpuinfo`` names the model.
     None where neither says more than the architecture.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() or None
     name = platform.processor()
     return name if name and name != platform.machine() else None
 
@@ -89,13 +94,9 @@ def kernel_flags(cpuinfo: str) -> str | None:
     return None
 
 
-@functools.cache
 def processor_kernels() -> str | None:
     """:func:`kernel_flags` of this machine (Linux), else None."""
-    try:
-        return kernel_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
-    except OSError:
-        return None
+    return kernel_flags(_cpuinfo())
 
 
 def provenance(config_hash: str, precision: str, device: str) -> dict:
